@@ -1,0 +1,1 @@
+"""Thin commands: parse -> build -> call the library -> print."""

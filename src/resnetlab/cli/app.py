@@ -1,0 +1,40 @@
+"""The ``resnetlab`` command.  This module only registers commands; each lives in its own module.
+
+Command modules keep heavy imports (torch, models, data) inside the command function, so
+``resnetlab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from resnetlab.utils.errors import UserError
+
+app = typer.Typer(
+    name="resnetlab",
+    help="Residual networks on PyTorch: build, train, understand, transfer and ship ResNets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# (module under resnetlab.cli, command name).  Each module defines ``command``.
+COMMANDS: list[tuple[str, str]] = [
+    ("models", "models"),
+]
+
+for module_name, command_name in COMMANDS:
+    module = importlib.import_module(f"resnetlab.cli.{module_name}")
+    app.command(command_name)(module.command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
