@@ -24,6 +24,9 @@ app = typer.Typer(
 # (module under resnetlab.cli, command name).  Each module defines ``command``.
 COMMANDS: list[tuple[str, str]] = [
     ("models", "models"),
+    ("train", "train"),
+    ("eval", "eval"),
+    ("predict", "predict"),
 ]
 
 for module_name, command_name in COMMANDS:

@@ -1,0 +1,195 @@
+"""Figures for run directories: training curves and confusion matrices.
+
+This is the only module of resnetlab that imports matplotlib, and it does so lazily, inside the
+functions: importing ``resnetlab.analysis`` costs nothing, and a machine without a display works.
+Figures are drawn on matplotlib's object-oriented ``Figure`` with an explicit Agg canvas instead
+of ``pyplot``, so no global backend is switched (a user's notebook keeps its own) and no figure
+is left open in pyplot's registry.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from resnetlab.utils.errors import DataError
+
+__all__ = ["read_metrics", "plot_curves", "plot_confusion"]
+
+# Beyond this many classes cell annotations become unreadable at any sensible figure size.
+_ANNOTATE_MAX_CLASSES = 20
+# Beyond this many classes tick labels overlap; the axes show indices only.
+_LABEL_MAX_CLASSES = 40
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` atomically: a reader never sees a half-written PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
+    os.replace(tmp, path)
+    return path
+
+
+def _number(value: Any) -> float | Any:
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a ``metrics.csv`` with numeric cells as floats (empty cells become NaN)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such metrics file (is this a run directory?)")
+    with path.open(newline="") as fh:
+        rows = [
+            {k: (math.nan if v in ("", None) else _number(v)) for k, v in row.items() if k}
+            for row in csv.DictReader(fh)
+        ]
+    return rows
+
+
+def _epoch_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Keep per-epoch rows when the table mixes kinds (a ``kind`` column of epoch/step)."""
+    if rows and "kind" in rows[0]:
+        kept = [r for r in rows if r.get("kind") == "epoch"]
+        return kept or list(rows)
+    return list(rows)
+
+
+def _series(rows, key: str) -> list[float]:
+    return [float(r[key]) if isinstance(r.get(key), float) else math.nan for r in rows]
+
+
+def _columns(rows, predicate) -> list[str]:
+    keys = [k for k in rows[0] if predicate(k)]
+    return [k for k in keys if any(isinstance(r.get(k), float) and not math.isnan(r[k]) for r in rows)]
+
+
+def _is_accuracy(key: str) -> bool:
+    # top-5 is left out: near 100% on small label sets, it squashes the top-1 curves.
+    return "top1" in key or key.endswith("acc") or key.endswith("accuracy")
+
+
+def _draw_panel(ax, x, rows, keys, *, ylabel: str, percent: bool) -> None:
+    for key in keys:
+        ys = _series(rows, key)
+        finite = [y for y in ys if not math.isnan(y)]
+        # Accuracies stored as fractions are drawn in percent, the unit papers quote.
+        scale = 100.0 if percent and finite and max(finite) <= 1.0 else 1.0
+        ax.plot(x, [y * scale for y in ys], marker="o" if len(x) <= 30 else None, ms=3, label=key)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if keys:
+        ax.legend(fontsize=8)
+
+
+def plot_curves(
+    metrics: str | os.PathLike | Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Loss and accuracy (and learning rate, when logged) against epoch; returns ``path``.
+
+    ``metrics`` is a ``metrics.csv`` path or a list of row dicts.  Columns ending in ``loss`` go
+    to the loss panel, ``*top1*`` / ``*acc`` / ``*accuracy`` columns to the accuracy panel, and
+    ``lr`` to a third panel.  The x axis is ``epoch`` when present, else ``step``, else the row.
+    """
+    rows = read_metrics(metrics) if isinstance(metrics, (str, os.PathLike)) else list(metrics)
+    rows = _epoch_rows([{k: _number(v) for k, v in r.items()} for r in rows])
+    if not rows:
+        raise DataError(f"{metrics if isinstance(metrics, (str, os.PathLike)) else 'metrics'}: "
+                        "no rows to plot (did the run finish an epoch?)")
+    xkey = next((k for k in ("epoch", "step") if k in rows[0]), None)
+    x = _series(rows, xkey) if xkey else list(range(1, len(rows) + 1))
+    losses = _columns(rows, lambda k: k.endswith("loss"))
+    accs = _columns(rows, _is_accuracy)
+    has_lr = bool(_columns(rows, lambda k: k == "lr"))
+    panels = 2 + has_lr
+    fig = _figure(4.2 * panels, 3.4)
+    axes = fig.subplots(1, panels)
+    _draw_panel(axes[0], x, rows, losses, ylabel="loss", percent=False)
+    _draw_panel(axes[1], x, rows, accs, ylabel="accuracy (%)", percent=True)
+    if has_lr:
+        _draw_panel(axes[2], x, rows, ["lr"], ylabel="learning rate", percent=False)
+    for ax in axes:
+        ax.set_xlabel(xkey or "row")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _normalise_rows(matrix: list[list[float]]) -> list[list[float]]:
+    """Each row divided by its count: cell (i, j) = P(predicted j | true i), i.e. recall on the diagonal."""
+    return [[v / s if (s := sum(row)) else 0.0 for v in row] for row in matrix]
+
+
+def plot_confusion(
+    confusion: Sequence[Sequence[float]] | Any,
+    classes: Iterable[str] | None,
+    path: str | os.PathLike,
+    *,
+    normalize: bool = True,
+    title: str | None = None,
+) -> Path:
+    """Heat map of a confusion matrix (rows: true class, columns: predicted); returns ``path``.
+
+    ``confusion`` is a square list of lists, NumPy array or tensor of counts.  With ``normalize``
+    each row is divided by its total, so the diagonal reads as per-class recall; cells are
+    annotated (with counts when not normalised) for up to 20 classes.
+    """
+    matrix = [[float(v) for v in row] for row in (confusion.tolist() if hasattr(confusion, "tolist") else confusion)]
+    n = len(matrix)
+    if n == 0 or any(len(row) != n for row in matrix):
+        raise DataError(f"confusion matrix must be square and non-empty, got {n} rows")
+    names = [str(c) for c in classes] if classes is not None else [str(i) for i in range(n)]
+    if len(names) != n:
+        raise DataError(f"{len(names)} class names for a {n}x{n} confusion matrix")
+    shown = _normalise_rows(matrix) if normalize else matrix
+    side = min(max(4.0, 0.45 * n + 2.0), 16.0)
+    fig = _figure(side + 1.0, side)
+    ax = fig.subplots()
+    image = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of true class" if normalize else "count")
+    if n <= _LABEL_MAX_CLASSES:
+        ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(n), names, fontsize=8)
+    if n <= _ANNOTATE_MAX_CLASSES:
+        _annotate(ax, shown, normalize)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    total = sum(map(sum, matrix))
+    correct = sum(matrix[i][i] for i in range(n))
+    ax.set_title(title or f"accuracy {100.0 * correct / total if total else 0.0:.2f}% of {int(total)}")
+    return _save(fig, path)
+
+
+def _annotate(ax, shown: list[list[float]], normalize: bool) -> None:
+    peak = max(max(row) for row in shown) or 1.0
+    for i, row in enumerate(shown):
+        for j, value in enumerate(row):
+            if value == 0:
+                continue
+            text = f"{value:.2f}" if normalize else f"{int(value)}"
+            # White text on dark cells keeps contrast on the Blues colour map.
+            color = "white" if value > 0.6 * peak else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)

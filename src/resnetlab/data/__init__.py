@@ -1,0 +1,32 @@
+"""Data: readers, named data sets, the in-memory batch pipeline and batched augmentation.
+
+The entry point is :func:`build_data`::
+
+    from resnetlab.data import build_data
+    bundle = build_data("fashion-mnist", batch_size=128, seed=0)
+    for x, y in bundle.train.epoch(0):
+        ...
+
+Small data sets live on the training device as one uint8 tensor; batches are sliced from a
+seeded permutation and augmented as whole-batch tensor ops (DESIGN.md, style point 6).
+"""
+
+from resnetlab.data.augment import (
+    AugmentSpec,
+    ImageTransform,
+    Normalize,
+    channel_stats,
+    flip_tta,
+    hflip,
+    parse_augment,
+)
+from resnetlab.data.build import DataBundle, build_data
+from resnetlab.data.datasets import DATASETS, dataset_info, download, list_datasets, locate
+from resnetlab.data.inputs import preprocess_inputs
+from resnetlab.data.loaders import BatchLoader, StreamSource, TensorSource
+
+__all__ = [
+    "build_data", "preprocess_inputs", "flip_tta", "DataBundle", "BatchLoader", "TensorSource",
+    "StreamSource", "AugmentSpec", "ImageTransform", "Normalize", "parse_augment", "hflip",
+    "channel_stats", "DATASETS", "dataset_info", "list_datasets", "locate", "download",
+]

@@ -1,0 +1,188 @@
+"""Image folders laid out as ``root/<class>/<image>`` (the layout of torchvision's ImageFolder).
+
+PNG, JPEG, BMP and WebP in any Pillow mode (1, L, LA, P, RGB, RGBA, CMYK, I;16, ...) are decoded
+to the model's channel count (1 or 3), resized to cover the target size and centre-cropped, and
+returned as uint8 ``(C, H, W)``.  Unreadable files raise ``DataError`` naming the path.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from resnetlab.utils.errors import ConfigError, DataError
+
+__all__ = ["IMAGE_EXTENSIONS", "FolderIndex", "scan_folder", "decode_image", "probe_images",
+           "FolderBatches", "image_files"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+_GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+# Transparent pixels are composited onto black: the background of MNIST-style data, and the
+# value a premultiplied-alpha image already stores for "nothing here".
+ALPHA_BACKGROUND = 0
+
+
+@dataclass
+class FolderIndex:
+    """The files of an image folder: ``files[i]`` has label ``labels[i]`` (index into classes)."""
+
+    root: Path
+    classes: list[str]
+    files: list[Path]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def subset(self, rows: np.ndarray) -> FolderIndex:
+        """The files at ``rows`` (same root and classes)."""
+        return FolderIndex(self.root, self.classes, [self.files[i] for i in rows], self.labels[rows])
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted; hidden files such as macOS ``._x.png``
+    resource forks are left out."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+                  and p.is_file())
+
+
+def scan_folder(root: str | Path, *, classes: list[str] | None = None) -> FolderIndex:
+    """List ``root/<class>/**/<image>``; class names are the sorted sub-folder names.
+
+    ``classes`` (the training classes) makes a folder whose classes differ an error, so a
+    validation folder can never silently shift label indices.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory (expected root/<class>/<image> folders)")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not found:
+        raise DataError(f"{root}: no class folders; expected root/<class>/<image>.png|.jpg|...")
+    if classes is not None and found != list(classes):
+        missing = sorted(set(classes) - set(found))
+        extra = sorted(set(found) - set(classes))
+        raise DataError(f"{root}: classes differ from the training folder (missing {missing}, "
+                        f"extra {extra}); both folders need the same class sub-folders")
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(found):
+        members = image_files(root / name)
+        if not members:
+            raise DataError(f"{root / name}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} "
+                            "files); add images or remove the folder")
+        files += members
+        labels += [label] * len(members)
+    return FolderIndex(root, found, files, np.asarray(labels, dtype=np.int64))
+
+
+def _is_grey(img: Image.Image) -> bool:
+    if img.mode == "P":
+        palette = np.asarray(img.getpalette() or [0, 0, 0], dtype=np.int64).reshape(-1, 3)
+        return bool((palette == palette[:, :1]).all())
+    return img.mode in _GREY_MODES
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Integer and float modes to L: 16-bit PNGs (I;16, I) span 0..65535, so divide by 257."""
+    arr = np.asarray(img, dtype=np.float64)
+    scale = 1.0 if img.mode == "F" else 1.0 / 257.0
+    return Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L")
+
+
+def convert_mode(img: Image.Image, in_chans: int) -> Image.Image:
+    """``img`` as L (``in_chans=1``, ITU-R 601 luma) or RGB (3); alpha composited onto black."""
+    if img.mode.startswith("I") or img.mode == "F":
+        img = _to_8bit(img)
+    has_alpha = img.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in img.info
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (ALPHA_BACKGROUND,) * 3 + (255,))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("L" if in_chans == 1 else "RGB")
+
+
+def fit_size(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize to cover ``size`` (H, W), keeping the aspect ratio, then centre-crop."""
+    height, width = size
+    if img.size == (width, height):
+        return img
+    scale = max(height / img.height, width / img.width)
+    new_w, new_h = max(width, round(img.width * scale)), max(height, round(img.height * scale))
+    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)  # antialiased when shrinking
+    left, top = (new_w - width) // 2, (new_h - height) // 2
+    return img.crop((left, top, left + width, top + height))
+
+
+def decode_image(path: str | Path, in_chans: int, size: tuple[int, int]) -> np.ndarray:
+    """Decode one file to uint8 ``(in_chans, H, W)``; ``DataError`` naming the path if unreadable."""
+    if in_chans not in (1, 3):
+        raise ConfigError(f"--in-chans {in_chans}: image folders convert to 1 (grey) or 3 (RGB)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: much faster for photos
+                img.draft(None, (max(size),) * 2)
+                img = ImageOps.exif_transpose(img)  # phone photos store rotation in EXIF
+                img = fit_size(convert_mode(img, in_chans), size)
+                arr = np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as err:
+        raise DataError(f"{path}: cannot read image ({err})") from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def probe_images(files: list[Path], limit: int = 256) -> tuple[int, tuple[int, int]]:
+    """Default ``(in_chans, (H, W))`` from up to ``limit`` evenly spaced files' headers.
+
+    Channels: 3 if any probed image is colour, else 1.  Size: the most common one.
+    """
+    step = max(1, len(files) // limit)
+    colour, sizes = False, Counter()
+    for path in files[::step][:limit]:
+        try:
+            with Image.open(path) as img:
+                colour |= not _is_grey(img)
+                width, height = img.size
+                if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
+                    width, height = height, width
+                sizes[(height, width)] += 1
+        except (OSError, ValueError, SyntaxError):
+            continue  # reported with its path when decoded
+    if not sizes:
+        raise DataError(f"{files[0].parent}: none of the {len(files)} image files could be read")
+    return (3 if colour else 1), sizes.most_common(1)[0][0]
+
+
+class FolderBatches(torch.utils.data.Dataset):
+    """A map-style data set whose items are whole batches: ``ds[[i, j, ...]]`` decodes those
+    files and returns ``(x uint8 (n, C, H, W), y int64 (n,), bad)`` where ``bad`` lists
+    ``(i, error)`` for files that could not be read (left out of ``x`` and ``y``).  Used with
+    ``batch_size=None`` so DataLoader workers decode whole batches in parallel.
+    """
+
+    def __init__(self, index: FolderIndex, in_chans: int, size: tuple[int, int]):
+        self.index, self.in_chans, self.size = index, in_chans, size
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, indices: list[int]
+                    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
+        images, keep, bad = [], [], []
+        for i in indices:
+            try:
+                images.append(decode_image(self.index.files[i], self.in_chans, self.size))
+                keep.append(i)
+            except DataError as err:
+                bad.append((i, str(err)))
+        x = (torch.from_numpy(np.stack(images)) if images
+             else torch.empty((0, self.in_chans, *self.size), dtype=torch.uint8))
+        return x, torch.from_numpy(self.index.labels[keep]), bad

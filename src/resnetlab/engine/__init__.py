@@ -1,0 +1,48 @@
+"""The training engine: typed run configs, optimisers, schedules, the loop, evaluation.
+
+The engine takes any ``nn.Module`` and any iterable of ``(x, y)`` batches; it never imports
+``resnetlab.models`` or ``resnetlab.data``.  Typical use (what ``resnetlab train`` does)::
+
+    cfg = RunConfig.from_yaml("configs/default.yaml")
+    run_dir = new_run_dir(cfg.runs_dir, cfg.name, model=cfg.model.name, data=cfg.data.name)
+    result = fit(model, bundle.train, bundle.val, cfg, run_dir, num_classes=bundle.num_classes,
+                 extra_meta={"model": model.build_args, "data": bundle.meta, "classes": bundle.classes},
+                 tta=flip_tta if cfg.train.tta else None)
+    test = evaluate(model, bundle.test, device=..., dtype=..., num_classes=bundle.num_classes)
+
+Notes on the API agreed in the design brief (additions only, nothing renamed):
+
+* ``new_run_dir(runs_dir, name=None, *, model="run", data=None)``: the default name
+  ``<model>-<data>-<YYYYmmdd-HHMMSS>`` needs the model and data names, passed as keywords.
+* ``TrainConfig.max_steps`` (smoke tests) and ``ScheduleConfig.warmup_frac`` /
+  ``warmup_start_frac`` and ``OptimConfig.eps`` are extra fields.
+* ``FitResult`` also has ``metric``, ``best_checkpoint`` and ``last_checkpoint``.
+* ``evaluate(..., channels_last=False)`` is an extra keyword; ``fit`` raises
+  :class:`TrainingDiverged` (a ``UserError``) when the loss stays NaN/inf.
+* ``on_epoch_end(row)`` returning True stops training after that epoch.
+"""
+
+from resnetlab.engine.config import (
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    ScheduleConfig,
+    TrainConfig,
+    apply_overrides,
+)
+from resnetlab.engine.ema import ModelEma
+from resnetlab.engine.guard import TrainingDiverged
+from resnetlab.engine.logging import EPOCH_COLUMNS, STEP_COLUMNS, read_metrics
+from resnetlab.engine.loop import FitResult, Runtime, epoch_batches, evaluate, fit, prepare_runtime
+from resnetlab.engine.metrics import EvalResult
+from resnetlab.engine.optim import build_optimizer, param_groups
+from resnetlab.engine.rundir import new_run_dir
+from resnetlab.engine.schedules import lr_schedule
+
+__all__ = [
+    "RunConfig", "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig",
+    "apply_overrides", "build_optimizer", "param_groups", "lr_schedule", "evaluate", "EvalResult",
+    "fit", "FitResult", "new_run_dir", "TrainingDiverged", "ModelEma", "Runtime",
+    "prepare_runtime", "epoch_batches", "read_metrics", "EPOCH_COLUMNS", "STEP_COLUMNS",
+]

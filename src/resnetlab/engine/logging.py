@@ -1,0 +1,231 @@
+"""What a run writes and shows: metrics files, TensorBoard events, the rich progress bar.
+
+Run-directory files (only rank 0 writes them):
+
+``metrics.csv`` / ``metrics.jsonl``  one row per epoch (columns :data:`EPOCH_COLUMNS`):
+    ``epoch`` counts completed epochs (fractional when ``max_steps`` stops mid-epoch),
+    ``step`` is the optimiser step at the end of it, accuracies are fractions in [0, 1],
+    ``lr`` is the rate of the epoch's last step, ``val_*`` are empty without a validation set,
+    ``nonfinite_steps`` counts the steps skipped for a NaN/inf loss since the run began,
+    ``images_per_s`` counts training steps only, ``elapsed_s`` is wall time including evaluation.
+``steps.csv`` / ``steps.jsonl``  one row every ``log_every`` steps (:data:`STEP_COLUMNS`):
+    ``loss``/``top1`` average the steps since the previous row; ``epoch`` is fractional.
+``tb/``  TensorBoard events (``epoch/*`` and ``step/*`` scalars) when ``tensorboard`` is installed.
+
+On resume, rows past the checkpoint's step are dropped first, so a run that was killed and
+resumed has exactly the rows of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["EPOCH_COLUMNS", "STEP_COLUMNS", "MetricsWriter", "ProgressDisplay", "read_metrics"]
+
+EPOCH_COLUMNS = (
+    "epoch", "step", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
+    "nonfinite_steps", "images_per_s", "epoch_time_s", "elapsed_s",
+)
+STEP_COLUMNS = ("step", "epoch", "lr", "loss", "top1", "images_per_s", "elapsed_s")
+
+
+class MetricsWriter:
+    """Appends epoch and step rows to CSV + JSONL (and TensorBoard when importable)."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True):
+        self.run_dir, self.enabled = Path(run_dir), enabled
+        self._tb = None
+        self._want_tb = tensorboard and enabled
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows with ``step`` greater than ``step`` (call before resuming at ``step``)."""
+        if not self.enabled:
+            return
+        for stem in ("metrics", "steps"):
+            _filter_csv(self.run_dir / f"{stem}.csv", step)
+            _filter_jsonl(self.run_dir / f"{stem}.jsonl", step)
+        self._open_tensorboard(purge_step=step)
+
+    def epoch_row(self, row: dict[str, Any]) -> None:
+        self._write("metrics", EPOCH_COLUMNS, row, "epoch", int(row["step"]))
+
+    def step_row(self, row: dict[str, Any]) -> None:
+        self._write("steps", STEP_COLUMNS, row, "step", int(row["step"]))
+
+    def _write(self, stem: str, columns: tuple[str, ...], row: dict, tb_prefix: str, step: int) -> None:
+        if not self.enabled:
+            return
+        row = {k: row.get(k) for k in columns}
+        path = self.run_dir / f"{stem}.csv"
+        new = not path.exists() or path.stat().st_size == 0
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+        with open(self.run_dir / f"{stem}.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self._tensorboard(tb_prefix, row, step)
+
+    def _open_tensorboard(self, purge_step: int | None = None) -> None:
+        if self._tb is not None or not self._want_tb:
+            return
+        try:  # optional dependency: a missing tensorboard is not an error
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self._want_tb = False
+            return
+        self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge_step)
+
+    def _tensorboard(self, prefix: str, row: dict, step: int) -> None:
+        self._open_tensorboard()
+        if self._tb is None:
+            return
+        for key, value in row.items():
+            if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                self._tb.add_scalar(f"{prefix}/{key}", value, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def _filter_csv(path: Path, max_step: int) -> None:
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+        columns = rows[0].keys() if rows else None
+    if columns is None:
+        return
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows(r for r in rows if r["step"] and int(float(r["step"])) <= max_step)
+    path.write_text(out.getvalue())
+
+
+def _filter_jsonl(path: Path, max_step: int) -> None:
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= max_step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill mid-write
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def read_metrics(run_dir: str | Path, kind: str = "epoch") -> list[dict[str, Any]]:
+    """Rows of ``metrics.jsonl`` (``kind="epoch"``) or ``steps.jsonl`` (``kind="step"``)."""
+    path = Path(run_dir) / ("metrics.jsonl" if kind == "epoch" else "steps.jsonl")
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class ProgressDisplay:
+    """Progress for a run: a rich bar, one plain line per epoch, or nothing.
+
+    ``mode=None`` picks the bar when stderr is a terminal and plain lines otherwise (logs, CI);
+    ``True`` forces the bar, ``False`` is silent (tests).  The bar spans the whole run and shows
+    epoch, step, loss, accuracy, images/s and the ETA of the run.
+    """
+
+    def __init__(self, mode: bool | None, total_steps: int, epochs: int, enabled: bool = True):
+        self.epochs = epochs
+        if not enabled or mode is False:
+            self.kind = "off"
+        else:
+            self.kind = "bar" if (mode or sys.stderr.isatty()) else "lines"
+        self._progress = self._task = None
+        if self.kind == "bar":
+            self._start_bar(total_steps)
+
+    def _start_bar(self, total_steps: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  acc {task.fields[acc]}  {task.fields[ips]} img/s"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False,
+        )
+        self._task = self._progress.add_task("epoch", total=total_steps, loss="-", acc="-", ips="-")
+        self._progress.start()
+
+    def set_position(self, epoch: int, step: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step,
+                                  description=f"epoch {epoch + 1}/{self.epochs}")
+
+    def advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def show_stats(self, loss: float, top1: float, images_per_s: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, loss=f"{loss:.4f}", acc=f"{100 * top1:.2f}%",
+                                  ips=f"{images_per_s:,.0f}")
+
+    def epoch_done(self, row: dict[str, Any]) -> None:
+        if self.kind == "off":
+            return
+        line = format_epoch_row(row, self.epochs)
+        if self._progress is not None:
+            self._progress.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def message(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text)
+        elif self.kind == "lines":
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def format_epoch_row(row: dict[str, Any], epochs: int) -> str:
+    """``epoch 3/10  step 1290  train 0.3121 / 88.91%  val 0.2876 / 89.80% (top-5 99.6%) ...``."""
+    parts = [f"epoch {_num(row['epoch'])}/{epochs}", f"step {row['step']}",
+             f"train {row['train_loss']:.4f} / {100 * row['train_top1']:.2f}%"]
+    if row.get("val_loss") is not None:
+        parts.append(f"val {row['val_loss']:.4f} / {100 * row['val_top1']:.2f}% "
+                     f"(top-5 {100 * row['val_top5']:.1f}%)")
+    parts += [f"lr {row['lr']:.3g}", f"{row['images_per_s']:,.0f} img/s", f"{row['epoch_time_s']:.1f}s"]
+    if row.get("nonfinite_steps"):
+        parts.append(f"{row['nonfinite_steps']} non-finite steps skipped")
+    return "  ".join(parts)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.2f}"

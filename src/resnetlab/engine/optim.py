@@ -1,0 +1,84 @@
+"""Optimisers with weight-decay parameter groups."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from resnetlab.engine.config import OptimConfig
+from resnetlab.utils.errors import ConfigError
+
+__all__ = ["build_optimizer", "param_groups", "OPTIMIZERS"]
+
+OPTIMIZERS = ("sgd", "adamw")
+
+# Normalisation layers whose affine parameters are scales/shifts, not features: decaying them
+# only changes the effective learning rate of the preceding layer (van Laarhoven 2017).
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict]:
+    """Two groups: ``decay`` (conv/linear weights) and ``no_decay`` (norm parameters, biases).
+
+    A parameter counts as norm/bias when it belongs to a normalisation layer, is named ``bias``,
+    or is 0/1-D (per-channel scales such as layer-scale).  Frozen parameters are left out, so
+    fine-tuning a partly frozen network works; shared parameters appear once.
+    """
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            is_norm_or_bias = isinstance(module, _NORM_TYPES) or name == "bias" or param.ndim <= 1
+            (no_decay if is_norm_or_bias and not decay_norm_and_bias else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay, "group": "decay"},
+              {"params": no_decay, "weight_decay": 0.0, "group": "no_decay"}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, optional Nesterov) or AdamW over :func:`param_groups`.
+
+    Uses the fused kernels when every parameter is a float tensor on CPU or CUDA: one kernel
+    per step instead of one per tensor (about 4x faster for ResNet-20's 65 tensors on CPU), and
+    the fused step can be skipped on the device without a host sync (see ``loop.py``).
+    Each group gets ``lr_scale`` 1.0; the loop sets ``lr = schedule(step) * lr_scale``.
+    """
+    if cfg.name not in OPTIMIZERS:
+        raise ConfigError(f"optim.name {cfg.name!r}: choose one of {', '.join(OPTIMIZERS)}")
+    if cfg.lr <= 0:
+        raise ConfigError(f"optim.lr must be > 0, got {cfg.lr}")
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
+    if not groups:
+        raise ConfigError("the model has no trainable parameters (all requires_grad=False)")
+    for group in groups:
+        group.setdefault("lr_scale", 1.0)
+    fused = _can_fuse([p for g in groups for p in g["params"]])
+    if cfg.name == "sgd":
+        if cfg.nesterov and cfg.momentum <= 0:
+            raise ConfigError("optim.nesterov needs optim.momentum > 0 (or use --no-nesterov)")
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                              weight_decay=cfg.weight_decay, fused=fused or None)
+        _init_momentum(opt)
+        return opt
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                             weight_decay=cfg.weight_decay, fused=fused or None)
+
+
+def _can_fuse(params: list[torch.Tensor]) -> bool:
+    devices = {p.device.type for p in params}
+    return len(devices) == 1 and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
+
+
+def _init_momentum(opt: torch.optim.Optimizer) -> None:
+    """Create zero momentum buffers up front.
+
+    SGD's first step sets ``buf = grad``; with a zero buffer ``buf = momentum * 0 + grad`` is the
+    same value.  Doing it eagerly matters for the fused kernel: a first step that is skipped on
+    the device (non-finite loss) would otherwise leave uninitialised memory in the buffer.
+    """
+    for group in opt.param_groups:
+        if group["momentum"]:
+            for p in group["params"]:
+                opt.state[p].setdefault("momentum_buffer", torch.zeros_like(p, memory_format=torch.preserve_format))

@@ -1,0 +1,89 @@
+"""Learning-rate schedules as pure functions of the optimiser step.
+
+A schedule is ``lr(step) -> float`` with no hidden state, so resuming at step ``s`` needs only
+``s`` (nothing to save), and the learning rate of any step can be named in an error message.
+``step`` counts optimiser steps from 0; ``lr(step)`` is the rate used *for* that step.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import math
+from collections.abc import Callable
+
+from resnetlab.engine.config import ScheduleConfig
+from resnetlab.utils.errors import ConfigError
+
+__all__ = ["lr_schedule", "SCHEDULES"]
+
+SCHEDULES = ("onecycle", "cosine", "step", "constant")
+
+
+def lr_schedule(
+    cfg: ScheduleConfig, base_lr: float, total_steps: int, steps_per_epoch: int
+) -> Callable[[int], float]:
+    """The schedule ``cfg`` for a run of ``total_steps`` optimiser steps.
+
+    Warm-up (``warmup_epochs`` or ``warmup_frac``) rises linearly from ``warmup_start_frac`` x
+    ``base_lr`` and reaches ``base_lr`` on its last step (Goyal et al. 2017, sec. 2.2: linear
+    warm-up keeps large-batch SGD stable early).  The decay phase then runs over the remaining
+    steps; steps past ``total_steps`` keep the final value.
+    """
+    if cfg.name not in SCHEDULES:
+        raise ConfigError(f"schedule.name {cfg.name!r}: choose one of {', '.join(SCHEDULES)}")
+    if total_steps < 1 or steps_per_epoch < 1:
+        raise ConfigError(f"a schedule needs at least one step (got {total_steps} steps, "
+                          f"{steps_per_epoch} per epoch); check epochs and batch_size")
+    if cfg.warmup_epochs and cfg.warmup_frac:
+        raise ConfigError("schedule.warmup_epochs and schedule.warmup_frac are both set; use one")
+    if cfg.warmup_epochs < 0 or not 0 <= cfg.warmup_frac <= 1:
+        raise ConfigError("schedule warm-up must be >= 0 epochs, or a fraction in [0, 1]")
+    warmup = round(cfg.warmup_epochs * steps_per_epoch + cfg.warmup_frac * total_steps)
+    warmup = min(warmup, total_steps)
+    decay = _decay_fn(cfg, total_steps, steps_per_epoch, warmup)
+    return functools.partial(
+        _lr_at, base_lr=float(base_lr), warmup=warmup, start=cfg.warmup_start_frac, decay=decay
+    )
+
+
+def _decay_fn(cfg: ScheduleConfig, total: int, per_epoch: int, warmup: int) -> Callable[[int], float]:
+    span = max(total - warmup, 1)
+    final = cfg.final_lr_frac
+    if cfg.name == "onecycle":
+        return functools.partial(_linear, warmup=warmup, span=span, final=final)
+    if cfg.name == "cosine":
+        return functools.partial(_cosine, warmup=warmup, span=span, final=final)
+    if cfg.name == "step":
+        if list(cfg.milestones) != sorted(cfg.milestones) or any(m < 0 for m in cfg.milestones):
+            raise ConfigError(f"schedule.milestones {cfg.milestones} must be increasing epochs >= 0")
+        bounds = [round(m * per_epoch) for m in cfg.milestones]
+        return functools.partial(_steps, bounds=bounds, gamma=cfg.gamma)
+    return _constant
+
+
+def _lr_at(step: int, *, base_lr: float, warmup: int, start: float, decay: Callable) -> float:
+    if step < warmup:
+        return base_lr * (start + (1.0 - start) * (step + 1) / warmup)
+    return base_lr * decay(step)
+
+
+def _progress(step: int, warmup: int, span: int) -> float:
+    return min(max(step - warmup, 0) / span, 1.0)
+
+
+def _linear(step: int, *, warmup: int, span: int, final: float) -> float:
+    return 1.0 + (final - 1.0) * _progress(step, warmup, span)
+
+
+def _cosine(step: int, *, warmup: int, span: int, final: float) -> float:
+    # Loshchilov & Hutter 2017 (SGDR), one half-period without restarts.
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * _progress(step, warmup, span)))
+
+
+def _steps(step: int, *, bounds: list[int], gamma: float) -> float:
+    return gamma ** bisect.bisect_right(bounds, step)
+
+
+def _constant(step: int) -> float:
+    return 1.0

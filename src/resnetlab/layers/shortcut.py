@@ -1,0 +1,101 @@
+"""Skip paths of residual blocks: He et al. 2015 (sec. 3.3, "Identity vs. Projection Shortcuts").
+
+* ``"A"``: identity; where the shape changes, strided subsampling plus zero-padded channels
+  (parameter-free).
+* ``"B"``: identity; a 1x1 conv + BN projection only where the shape changes.
+* ``"C"``: a 1x1 conv + BN projection on every block.
+* ``"none"``: no skip at all (the plain twin).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnetlab.layers.conv import ConvNormAct, LayerType
+from resnetlab.utils.errors import ConfigError
+
+__all__ = ["SHORTCUTS", "parse_shortcut", "ZeroPadShortcut", "ProjectionShortcut",
+           "make_shortcut"]
+
+SHORTCUTS = ("A", "B", "C", "none")
+
+
+def parse_shortcut(value: str | None) -> str:
+    """Normalise a shortcut option (``"a"`` -> ``"A"``, ``None`` -> ``"none"``)."""
+    if value is None:
+        return "none"
+    key = value.upper() if isinstance(value, str) and len(value) == 1 else value
+    if isinstance(key, str) and key.lower() == "none":
+        return "none"
+    if key not in SHORTCUTS:
+        raise ConfigError(f"shortcut={value!r} is not an option; choose 'A', 'B', 'C' or 'none'")
+    return key
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A: keep every ``stride``-th pixel and append zero channels.
+
+    Both steps are views/pads of the input, with no parameters, so the shortcut costs one copy.
+    Zero padding can only add channels; shrinking them needs a projection (option B or C).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1):
+        super().__init__()
+        if out_chs < in_chs:
+            raise ConfigError(
+                f"shortcut='A' cannot shrink channels from {in_chs} to {out_chs} (zero padding "
+                "only adds channels); use shortcut='B' or 'C' for this block/expansion")
+        self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            # Same sample grid as a k=3, padding=1, stride-s conv: positions 0, s, 2s, ...
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.out_chs > self.in_chs:
+            # F.pad keeps the memory format (channels_last stays channels_last).
+            x = F.pad(x, (0, 0, 0, 0, 0, self.out_chs - self.in_chs))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"{self.in_chs}->{self.out_chs}, stride={self.stride}"
+
+
+class ProjectionShortcut(nn.Sequential):
+    """Options B/C: 1x1 conv (+ norm).  Children ``0`` conv, ``1`` norm, as in torchvision.
+
+    With ``avg_down`` (ResNet-D, He et al. 2019 "Bag of Tricks", sec. 4.1) a 2x2 average pool does
+    the subsampling and the conv has stride 1, so no input pixel is ignored; the children are
+    then ``0`` pool, ``1`` conv, ``2`` norm (timm's layout).  ``norm_layer=None`` gives a bare
+    conv, as pre-activation blocks use (He et al. 2016, fig. 4e).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, *,
+                 norm_layer: LayerType | None = nn.BatchNorm2d, avg_down: bool = False):
+        proj = ConvNormAct(in_chs, out_chs, 1, 1 if avg_down else stride,
+                           norm_layer=norm_layer, act_layer=None, bias=False)
+        if avg_down:
+            pool = (nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
+                    if stride > 1 else nn.Identity())
+            super().__init__(pool, *proj)
+        else:
+            super().__init__(*proj)
+
+
+def make_shortcut(kind: str, in_chs: int, out_chs: int, stride: int = 1, *,
+                  norm_layer: LayerType | None = nn.BatchNorm2d,
+                  avg_down: bool = False) -> nn.Module | None:
+    """The skip module of one block: ``None`` for ``"none"``, ``nn.Identity`` where the shape is
+    unchanged (A, B), else a :class:`ZeroPadShortcut` or :class:`ProjectionShortcut`."""
+    kind = parse_shortcut(kind)
+    if kind == "none":
+        return None
+    if avg_down and kind == "A":
+        raise ConfigError("avg_down=True needs a projection shortcut; use shortcut='B' or 'C'")
+    same_shape = in_chs == out_chs and stride == 1
+    if kind == "A":
+        return nn.Identity() if same_shape else ZeroPadShortcut(in_chs, out_chs, stride)
+    if kind == "B" and same_shape:
+        return nn.Identity()
+    return ProjectionShortcut(in_chs, out_chs, stride, norm_layer=norm_layer, avg_down=avg_down)

@@ -1,0 +1,175 @@
+"""The dense residual block and the MLP-ResNet, for vector inputs (or flattened images).
+
+One block::
+
+    x -> Dense(width) -> h -> [Dropout -> Dense(bottleneck_width) -> Dense(width)] -> (+ h) -> act
+                         |_____________________________________________________|
+
+``h`` and the branch are both ``width`` (1024) wide, so the skip is an identity (``shortcut``
+``"A"``/``"B"``) or, with ``"C"``, a learned projection; ``residual=False`` drops the addition.
+Every Dense is followed by ``norm_layer`` (``None``: no norm) and, except the branch's last,
+by ``act_layer``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from resnetlab.layers import (
+    DropPath,
+    LayerType,
+    check_non_negative,
+    check_positive,
+    check_positive_int,
+    check_rate,
+    make_act,
+    make_classifier,
+    parse_shortcut,
+    stochastic_depth_rates,
+)
+from resnetlab.models.blocks import ResidualBlock
+from resnetlab.utils.errors import ConfigError
+
+__all__ = ["DenseResidualBlock", "MLPResNet"]
+
+
+def _dense(in_features: int, out_features: int, norm_layer: LayerType | None):
+    """``Linear`` and its norm; the norm's shift makes a Linear bias redundant."""
+    norm = norm_layer(out_features) if norm_layer is not None else nn.Identity()
+    return nn.Linear(in_features, out_features, bias=norm_layer is None), norm
+
+
+class DenseResidualBlock(ResidualBlock):
+    """``act(h + branch(h))`` with ``h = act(norm(Dense(width)(x)))`` (see the module docstring).
+
+    Hook points as in the conv blocks: ``drop_path`` sees the branch, ``downsample`` the skip.
+    """
+
+    kind = "dense"
+
+    def __init__(self, in_features: int, width: int = 1024, bottleneck_width: int = 512, *,
+                 drop_rate: float = 0.0, shortcut: str | None = "B", residual: bool = True,
+                 norm_layer: LayerType | None = nn.BatchNorm1d, act_layer: LayerType = nn.ReLU,
+                 drop_path: float = 0.0):
+        super().__init__(in_features, width, 1, shortcut=shortcut, residual=residual,
+                         drop_path=drop_path)
+        self.fc_in, self.norm_in = _dense(in_features, width, norm_layer)
+        self.act_in = make_act(act_layer)
+        self.dropout = nn.Dropout(check_rate("drop_rate", drop_rate))
+        self.fc1, self.norm1 = _dense(width, bottleneck_width, norm_layer)
+        self.act1 = make_act(act_layer)
+        self.fc2, self.norm2 = _dense(bottleneck_width, width, norm_layer)
+        self.drop_path = DropPath(drop_path)
+        self.downsample = self._dense_skip(width, norm_layer)
+        self.act_out = make_act(act_layer, inplace=False)  # a plain twin's input is hooked
+
+    def _dense_skip(self, width: int, norm_layer: LayerType | None) -> nn.Module | None:
+        if self.shortcut == "none":
+            return None
+        if self.shortcut == "C":  # a projection on every block, as option C for convs
+            return nn.Sequential(*_dense(width, width, norm_layer))
+        return nn.Identity()  # A and B: the shapes never change inside the block
+
+    def _last_layer(self) -> nn.Module:
+        has_scale = isinstance(getattr(self.norm2, "weight", None), torch.Tensor)
+        return self.norm2 if has_scale else self.fc2
+
+    @torch.no_grad()
+    def zero_init_last(self) -> None:
+        """Zero the last norm's scale (or, without a norm, the last Dense's weight and bias)."""
+        last = self._last_layer()
+        last.weight.zero_()
+        if last is self.fc2 and self.fc2.bias is not None:
+            self.fc2.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act_in(self.norm_in(self.fc_in(x)))
+        out = self.act1(self.norm1(self.fc1(self.dropout(h))))
+        out = self.drop_path(self.norm2(self.fc2(out)))
+        return self.act_out(self._add_skip(out, h))
+
+
+class MLPResNet(nn.Module):
+    """Input projection (``stem``), ``num_blocks`` dense residual blocks (``layer1``), ``fc``.
+
+    Any input ``(N, ...)`` is flattened to ``(N, in_features)``, so ``in_features=784`` trains on
+    28x28 images directly.  ``residual=False`` is the plain twin (same layers, no additions).
+    """
+
+    def __init__(self, in_features: int = 784, num_classes: int = 10, *, num_blocks: int = 4,
+                 width: int = 1024, bottleneck_width: int = 512, width_mult: float = 1.0,
+                 drop_rate: float = 0.1, drop_path_rate: float = 0.0,
+                 zero_init_last: bool = False, residual: bool = True, shortcut: str | None = "B",
+                 norm_layer: LayerType | None = nn.BatchNorm1d, act_layer: LayerType = nn.ReLU):
+        super().__init__()
+        self.in_features = check_positive_int("in_features", in_features)
+        check_positive_int("num_blocks", num_blocks)
+        check_positive("width_mult", width_mult)
+        width = max(1, round(check_positive_int("width", width) * width_mult))
+        bottleneck_width = max(1, round(check_positive_int("bottleneck_width", bottleneck_width)
+                                        * width_mult))
+        self.shortcut = parse_shortcut(shortcut) if residual else "none"
+        self.residual = self.shortcut != "none"
+        if zero_init_last and not self.residual:
+            raise ConfigError("zero_init_last=True would zero every block of the plain twin "
+                              "(residual=False); use zero_init_last=False")
+        self.block_type, self.default_input_size = "dense", (in_features,)
+        self.stem = nn.Sequential(*_dense(in_features, width, norm_layer), make_act(act_layer))
+        rates = stochastic_depth_rates(drop_path_rate, num_blocks)
+        self.layer1 = nn.Sequential(*(
+            DenseResidualBlock(width, width, bottleneck_width, drop_rate=drop_rate,
+                               shortcut=self.shortcut, residual=self.residual,
+                               norm_layer=norm_layer, act_layer=act_layer, drop_path=rate)
+            for rate in rates))
+        self.stage_names = ["layer1"]
+        self.num_features = width
+        self.num_classes = check_non_negative("num_classes", num_classes)
+        self.fc = make_classifier(width, num_classes)
+        self._init_weights(zero_init_last)
+
+    def _init_weights(self, zero_init_last: bool) -> None:
+        for m in [*self.stem.modules(), *self.layer1.modules()]:
+            if isinstance(m, nn.Linear):
+                # He et al. 2015 init keeps the ReLU signal's scale even without a norm layer
+                # (PyTorch's default shrinks it ~2.5x per layer, which starves a plain MLP).
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        if zero_init_last:
+            for b in self.blocks():
+                b.zero_init_last()
+
+    def blocks(self) -> list[DenseResidualBlock]:
+        """The residual blocks in forward order."""
+        return list(self.layer1)
+
+    def named_stages(self) -> list[tuple[str, nn.Module]]:
+        """``[("stem", ...), ("layer1", ...), ("fc", ...)]`` in forward order."""
+        return [("stem", self.stem), ("layer1", self.layer1), ("fc", self.fc)]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Flatten, project, run the blocks: ``(N, ...) -> (N, num_features)``."""
+        x = x.flatten(1)
+        if x.shape[1] != self.in_features:
+            raise ConfigError(
+                f"input has {x.shape[1]} features per sample (shape {tuple(x.shape)}), but the "
+                f"model was built with in_features={self.in_features}; rebuild with "
+                f"in_features={x.shape[1]}")
+        return self.layer1(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The classifier; ``pre_logits=True`` returns the features unchanged."""
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh ``fc`` for ``num_classes`` (0: none; the model returns its features)."""
+        self.num_classes = check_non_negative("num_classes", num_classes)
+        ref = next(self.parameters())
+        self.fc = make_classifier(self.num_features, num_classes).to(ref.device, ref.dtype)
