@@ -15,12 +15,17 @@ one training step counted by ``torch.utils.flop_counter``) against a large fp32 
 matmul measured in the same run.  Usage::
 
     python benchmarks/train_throughput.py [--steps 30] [--device auto] [--repeats 2]
+
+On a CPU shared with other busy processes, OpenMP threads that outnumber the free cores stall
+for up to seconds at their barriers and both arms measure noise; run it on an idle machine, or
+compare single-threaded arms with ``OMP_NUM_THREADS=1``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -84,12 +89,13 @@ def textbook_arm(x: torch.Tensor, y: torch.Tensor, args, device: torch.device) -
 def ours_arm(bundle, args, device: torch.device) -> float:
     """Images/s of ``fit`` with the default recipe's engine settings, read from its step log.
 
-    ``log_every = warmup`` puts a row at the end of the warm-up and one ``steps`` later, so the
-    rate is the second window's: training steps only (fit's clock excludes checkpoints).
+    ``log_every = gcd(warmup, steps)`` puts rows at the end of the warm-up and ``steps`` later
+    (and as few as possible between: each row is a host sync); the rate is taken between those
+    two rows, so it counts training steps only.
     """
     cfg = apply_overrides(RunConfig.from_yaml(RECIPE), {
         "data.batch_size": args.batch_size, "train.max_steps": args.warmup + args.steps,
-        "train.log_every": args.warmup, "train.device": str(device),
+        "train.log_every": math.gcd(args.warmup, args.steps), "train.device": str(device),
         "train.precision": args.precision, "train.epochs": 1000,
     }, source="benchmark")
     model = new_model(device)
@@ -151,17 +157,21 @@ def report(best: dict[str, float], args, device: torch.device) -> None:
     ours_dtype = resolve_dtype(args.precision, device)
     if ours_dtype != torch.float32:
         peaks[str(ours_dtype).removeprefix("torch.")] = matmul_gflops(device, ours_dtype)
-    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    n = torch.get_num_threads()
+    threads = f", {n} thread{'s' * (n != 1)}" if device.type == "cpu" else ""
     print(f"ResNet-20 training, 1x28x28, batch {args.batch_size}, device {device}{threads}; "
           f"{args.steps} timed steps after {args.warmup}, best of {args.repeats} rounds")
     print(f"one training step = {flops / 1e9:.2f} GFLOP (forward + backward)")
-    print(f"{'arm':<34}{'img/s':>9}{'ms/step':>9}{'GFLOP/s':>9}{'of fp32 mm':>12}")
-    names = {"textbook": "textbook (fp32, NCHW, DataLoader)",
-             "ours": f"ours ({str(ours_dtype).removeprefix('torch.')}, channels_last, fit)"}
+    ours_name = str(ours_dtype).removeprefix("torch.")
+    print(f"{'arm':<34}{'img/s':>9}{'ms/step':>9}{'GFLOP/s':>9}{'of fp32 mm':>12}"
+          f"{'of own-dtype mm':>17}")
+    arms = {"textbook": ("textbook (fp32, NCHW, DataLoader)", "fp32"),
+            "ours": (f"ours ({ours_name}, channels_last, fit)", ours_name)}
     for arm, rate in best.items():
+        name, dtype = arms[arm]
         gflops = flops * rate / args.batch_size / 1e9
-        print(f"{names[arm]:<34}{rate:>9.0f}{1000 * args.batch_size / rate:>9.1f}"
-              f"{gflops:>9.1f}{gflops / peaks['fp32']:>11.1%}")
+        print(f"{name:<34}{rate:>9.0f}{1000 * args.batch_size / rate:>9.1f}{gflops:>9.1f}"
+              f"{gflops / peaks['fp32']:>11.1%}{gflops / peaks.get(dtype, peaks['fp32']):>17.1%}")
     print("matmul 2048^3: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
     print(f"ratio ours / textbook: {best['ours'] / best['textbook']:.2f}x")
 

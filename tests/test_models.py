@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import resnetlab
-from resnetlab.models import MLPResNet, ResNet, count_parameters
+from resnetlab.models import MLPResNet, ResNet, count_parameters, model_summary
 from resnetlab.models.blocks import Bottleneck
 from resnetlab.utils.errors import ConfigError
 
@@ -110,6 +110,13 @@ def test_preact_resnet1001_is_about_the_papers_size():
 ])
 def test_parameter_counts_match_torchvision(name, expected):
     assert count_parameters(_meta(name)) == expected
+
+
+@pytest.mark.parametrize("name, gmacs", [("resnet34", 3.6), ("resnet50", 3.8),
+                                         ("resnet101", 7.6), ("resnet152", 11.3)])
+def test_macs_match_the_paper_for_v1(name, gmacs):
+    # He et al. 2015, table 1 ("FLOPs" there are multiply-adds), with the original v1 strides.
+    assert model_summary(name, variant="v1")["macs"] / 1e9 == pytest.approx(gmacs, rel=0.02)
 
 
 def test_mlp_resnet_parameter_count_follows_its_layers():
@@ -555,7 +562,8 @@ def test_channels_last_and_bf16_autocast(name):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = model(x)
     assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
-    assert (low.float().argmax(1) == ref.argmax(1)).float().mean() >= 0.5 or ref.shape[0] < 2
+    # bf16 keeps 8 bits of mantissa; measured relative error of the logits is about 1%.
+    assert (low.float() - ref).norm() / ref.norm() < 0.05
 
 
 # -- bad input: one clear ConfigError naming the argument ---------------------------------
@@ -598,3 +606,57 @@ def test_structural_errors_name_the_argument():
         Bottleneck(256, 32, shortcut="A")
     with pytest.raises(ConfigError, match="shortcut='A'"):
         ResNet(Bottleneck, [1, 1], [64, 16], shortcut="A")
+
+
+# -- weight files users already have --------------------------------------------------------
+
+def test_load_weights_from_safetensors_and_wrapped_pth(tmp_path):
+    from safetensors.torch import save_file
+
+    from resnetlab.models import load_weights
+
+    torch.manual_seed(1)
+    source = resnetlab.create_model("resnet18", num_classes=7)
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, tmp_path / "r18.safetensors")
+    # A DDP checkpoint: {"state_dict": {"module.conv1.weight": ...}}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "r18.pth")
+    x = _input("resnet18")
+    for file in ("r18.safetensors", "r18.pth"):
+        target = resnetlab.create_model("resnet18", num_classes=7)
+        assert load_weights(target, tmp_path / file) == []
+        torch.testing.assert_close(target.eval()(x), source.eval()(x))
+
+
+def test_load_weights_head_mismatch_and_drop_head(tmp_path):
+    from resnetlab.models import load_weights
+    from resnetlab.utils.errors import DataError
+
+    torch.save(resnetlab.create_model("resnet20").state_dict(), tmp_path / "r20.pt")
+    target = resnetlab.create_model("resnet20", num_classes=3)
+    with pytest.raises(DataError, match=r"fc.weight has shape \(10, 64\).*drop_head=True"):
+        load_weights(target, tmp_path / "r20.pt")
+    fc_before = target.fc.weight.clone()
+    assert load_weights(target, tmp_path / "r20.pt", drop_head=True) == ["fc.bias", "fc.weight"]
+    assert torch.equal(target.fc.weight, fc_before)
+    with pytest.raises(DataError, match="missing"):
+        load_weights(resnetlab.create_model("resnet32"), tmp_path / "r20.pt")
+
+
+class _Payload:  # stands for any pickled object that is not a tensor
+    pass
+
+
+def test_load_weights_refuses_pickled_objects_and_unknown_formats(tmp_path):
+    from resnetlab.models import load_weights
+    from resnetlab.utils.errors import DataError
+
+    torch.save({"conv1.weight": torch.zeros(1), "evil": _Payload()}, tmp_path / "bad.pth")
+    model = resnetlab.create_model("resnet20")
+    with pytest.raises(DataError, match="refusing to unpickle"):
+        load_weights(model, tmp_path / "bad.pth")
+    (tmp_path / "w.npz").write_bytes(b"x")
+    with pytest.raises(DataError, match="unknown weights format"):
+        load_weights(model, tmp_path / "w.npz")
+    with pytest.raises(DataError, match="no such weights file"):
+        load_weights(model, tmp_path / "absent.safetensors")

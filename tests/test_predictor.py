@@ -91,6 +91,10 @@ def test_bare_weights_need_a_matching_architecture(checkpoint, tmp_path):
     # trained with shortcut B (projections); resnet20's default option A has none: one line
     with pytest.raises(DataError, match="does not fit this model: .*unexpected"):
         load_model(weights, model="resnet20", in_chans=1)
+    # with the arguments it was built with (``--set KEY=VALUE``) it loads exactly
+    loaded = load_model(weights, model="resnet20", model_kwargs={"width_mult": 0.25, "shortcut": "B"})
+    assert loaded.build_args == {**ARGS, "in_chans": 1}
+    assert all(v.equal(model.state_dict()[k]) for k, v in loaded.model.state_dict().items())
 
 
 def test_rgb_input_is_converted_like_training(checkpoint, tmp_path):
@@ -128,8 +132,10 @@ def test_pt_state_dict_loads_weights_only(tmp_path):
 
 
 def test_checkpoint_names_its_own_architecture(checkpoint):
-    with pytest.raises(ConfigError, match="holds a resnet20 checkpoint"):
+    with pytest.raises(ConfigError, match="holds a resnet20 checkpoint.*drop --model resnet32"):
         load_model(checkpoint[0], model="resnet32")
+    with pytest.raises(ConfigError, match="drop --set"):
+        load_model(checkpoint[0], model_kwargs={"width_mult": 2})
 
 
 def test_backends_are_pluggable(checkpoint):

@@ -9,6 +9,7 @@ optimiser, schedule and RNG states together.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -42,12 +43,14 @@ def train_cmd(data: Path, runs: Path, name: str) -> list[str]:
             "--model", "resnet20", "--width-mult", "0.25", "--shortcut", "B",
             "--val-size", "32", "--batch-size", "16", "--epochs", str(EPOCHS),
             "--checkpoint-every", "3", "--log-every", "1", "--deterministic", "--device", "cpu",
-            "--seed", "7", "--no-progress", "--no-download", "--runs-dir", str(runs),
+            "--lr", "0.05", "--seed", "7", "--no-progress", "--no-download", "--runs-dir", str(runs),
             "--name", name]
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "RESNETLAB_OFFLINE": "1"}
+    # One thread each: the two runs overlap, and OpenMP threads that outnumber the cores stall
+    # for seconds at their barriers on a busy machine.
+    env = {**os.environ, "RESNETLAB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     with open(log, "wb") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
 
@@ -98,9 +101,6 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     straight = start(train_cmd(data, runs, "straight"), tmp_path / "straight.log")
     killed = start(train_cmd(data, runs, "killed"), tmp_path / "killed.log")
     kill_mid_epoch(killed, runs / "killed", tmp_path / "killed.log")
-
-    import json
-
     meta = json.loads((runs / "killed" / "checkpoints" / "last" / "meta.json").read_text())
     assert 0 < meta["step"] < STEPS_PER_EPOCH * EPOCHS
     assert meta["step"] % STEPS_PER_EPOCH != 0, "the kill should land inside an epoch"
@@ -110,13 +110,12 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
                      "--no-progress"], tmp_path / "resumed.log")
     finish(resumed, tmp_path / "resumed.log")
     finish(straight, tmp_path / "straight.log")
-    assert "resuming" in (tmp_path / "resumed.log").read_text()
+    assert f"resuming {runs / 'killed'} at step {meta['step']}" in (
+        tmp_path / "resumed.log").read_text().replace("\n", "")
 
     a, b = weights(runs / "straight"), weights(runs / "killed")
     assert a.keys() == b.keys() and len(a) > 50
-    different = [k for k in a if not (a[k].dtype == b[k].dtype and a[k].shape == b[k].shape
-                                      and a[k].view(-1).view(np.uint8 if False else a[k].dtype)
-                                      .equal(b[k]))]
+    different = [k for k in a if not (a[k].dtype == b[k].dtype and a[k].equal(b[k]))]
     assert not different, f"weights differ after resume: {different[:5]}"
     for file, key in (("steps.csv", "loss"), ("metrics.csv", "train_loss"),
                       ("metrics.csv", "val_loss")):

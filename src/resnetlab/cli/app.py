@@ -29,6 +29,14 @@ COMMANDS: list[tuple[str, str]] = [
     ("predict", "predict"),
 ]
 
+
+
+@app.callback()
+def _root() -> None:
+    """Residual networks on PyTorch: build, train, understand, transfer and ship ResNets."""
+    # A callback keeps Typer in multi-command mode even if only one command were registered.
+
+
 for module_name, command_name in COMMANDS:
     module = importlib.import_module(f"resnetlab.cli.{module_name}")
     app.command(command_name)(module.command)

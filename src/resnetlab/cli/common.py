@@ -38,15 +38,23 @@ def locate_config(spec: str | os.PathLike) -> Path:
                       "pass a YAML file path")
 
 
-def parse_set(items: Sequence[str] | None, flag: str = "--set") -> dict[str, str]:
-    """``["width_mult=0.5", "shortcut=B"]`` -> ``{"width_mult": "0.5", ...}`` (values stay text;
-    the config layer parses them as YAML scalars)."""
-    out: dict[str, str] = {}
+def parse_set(items: Sequence[str] | None, flag: str = "--set", typed: bool = False) -> dict[str, Any]:
+    """``["width_mult=0.5", "shortcut=B"]`` -> ``{"width_mult": "0.5", ...}``.  Values stay text
+    (the config layer parses them) unless ``typed``, which parses them as YAML scalars."""
+    import yaml
+
+    out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} width_mult=0.5")
-        out[key.strip()] = value.strip()
+        value = value.strip()
+        if typed:
+            try:
+                value = yaml.safe_load(value) if value else value
+            except yaml.YAMLError:
+                pass  # not YAML: keep the text
+        out[key.strip()] = value
     return out
 
 
@@ -87,9 +95,8 @@ def check_input_fits(model_name: str, input_kind: str, model_in: int | None,
     need = input_size(input_kind, shape)
     if model_in is not None and model_in != need:
         unit = "features" if input_kind == "vector" else "channels"
-        hint = "" if input_kind == "vector" else f" (folder data converts with --in-chans {model_in})"
         raise UserError(f"--model {model_name} expects {model_in} input {unit} but --data "
-                        f"{data_name} gives {need} (shape {shape}){hint}")
+                        f"{data_name} gives {need} (shape {shape}); use data with {model_in} {unit}")
 
 
 def pct(x: float | None) -> str:
@@ -112,7 +119,9 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
 
     table = Table(title=title, title_justify="left")
     for i, col in enumerate(columns):
-        table.add_column(col, justify="right" if numbers and i else "left")
+        # the first column holds names and paths: wrap them rather than cut them short
+        table.add_column(col, justify="right" if numbers and i else "left",
+                         overflow="fold" if i == 0 else "ellipsis")
     for row in rows:
         table.add_row(*(str(c) for c in row))
     console().print(table)
@@ -131,7 +140,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def checkpoint_data(loaded: Any, data: str | None, *, data_dir: str | None, batch_size: int | None,
-                    device: Any, need_splits: bool = True) -> Any:
+                    device: Any) -> Any:
     """The data set to evaluate a loaded network on.
 
     Without ``data``, the one it was trained on, split exactly as in training (the checkpoint's
@@ -150,14 +159,13 @@ def checkpoint_data(loaded: Any, data: str | None, *, data_dir: str | None, batc
     cfg = RunConfig.from_dict(saved, source=str(loaded.source)).data if saved else DataConfig()
     same = name == trained
     if not same:
-        cfg = DataConfig(name=name, val_size=cfg.val_size, train_size=None)
-    cfg.name, cfg.augment = name, "none"
-    cfg.data_dir = data_dir if data_dir is not None else (cfg.data_dir if same else None)
-    if batch_size is not None:
-        cfg.eval_batch_size = batch_size
+        cfg = DataConfig(name=name)
+    cfg.augment = "none"
+    cfg.data_dir = data_dir if data_dir is not None else cfg.data_dir
+    cfg.eval_batch_size = batch_size or cfg.eval_batch_size
     folder = name.startswith("folder:")
-    if folder and cfg.image_size is None and loaded.data_meta and loaded.input_kind == "image":
-        cfg.image_size = loaded.data_meta.get("image_size", [None])[0]
+    if folder and cfg.image_size is None and (loaded.data_meta or {}).get("image_size"):
+        cfg.image_size = tuple(loaded.data_meta["image_size"])  # the size it was trained at
     in_chans = loaded.in_channels if loaded.input_kind == "image" and (folder or same) else None
     seed = (saved or {}).get("train", {}).get("seed", 0)
     bundle = build_data(name, **data_kwargs(cfg, seed=seed, device=device, channels_last=True,
@@ -172,4 +180,5 @@ def weights_options() -> dict[str, Any]:
         "model": "Architecture of bare weights (a registry name); checkpoints name their own.",
         "num_classes": "Classes of bare weights (default: read off the classifier).",
         "in_chans": "Input channels (features for vector models) of bare weights (default: read off the weights).",
+        "set": "Model argument KEY=VALUE of bare weights (repeatable), e.g. --set width_mult=0.5.",
     }

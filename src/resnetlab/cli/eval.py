@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,28 +15,30 @@ _W = weights_options()
 
 def command(
     source: Annotated[Path, typer.Argument(help="Run directory, checkpoint directory, or .safetensors/.pt/.pth weights.", show_default=False)],
-    data: Annotated[Optional[str], Opt(help="Data set (default: the one the run trained on).")] = None,
+    data: Annotated[str | None, Opt(help="Data set (default: the one the run trained on).")] = None,
     split: Annotated[str, Opt(help="test, val or train (without augmentation).")] = "test",
-    data_dir: Annotated[Optional[str], Opt(help="Where the data set's files are.")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="Evaluation batch size.")] = None,
+    data_dir: Annotated[str | None, Opt(help="Where the data set's files are.")] = None,
+    batch_size: Annotated[int | None, Opt(help="Evaluation batch size.")] = None,
     tta: Annotated[bool, Opt("--tta/--no-tta", help="Average the image and its mirror.")] = False,
     device: Annotated[str, Opt(help="auto, cpu, cuda, mps.")] = "auto",
     precision: Annotated[str, Opt(help="fp32, bf16, fp16 or auto.")] = "auto",
-    model: Annotated[Optional[str], Opt(help=_W["model"])] = None,
-    num_classes: Annotated[Optional[int], Opt(help=_W["num_classes"])] = None,
-    in_chans: Annotated[Optional[int], Opt(help=_W["in_chans"])] = None,
+    model: Annotated[str | None, Opt(help=_W["model"])] = None,
+    num_classes: Annotated[int | None, Opt(help=_W["num_classes"])] = None,
+    in_chans: Annotated[int | None, Opt(help=_W["in_chans"])] = None,
+    set_: Annotated[list[str] | None, Opt("--set", help=_W["set"])] = None,
     per_class: Annotated[bool, Opt("--per-class", help="Also print accuracy per class.")] = False,
-    confusion: Annotated[Optional[Path], Opt(help="Write the confusion matrix as a PNG here.")] = None,
+    confusion: Annotated[Path | None, Opt(help="Write the confusion matrix as a PNG here.")] = None,
     json_out: Annotated[bool, Opt("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Evaluate a trained network on a data split."""
-    from resnetlab.cli.common import checkpoint_data, dump_json
+    from resnetlab.cli.common import checkpoint_data, dump_json, parse_set
     from resnetlab.deploy import load_model
     from resnetlab.utils import resolve_device
 
     if split not in ("test", "val", "train"):
         raise typer.BadParameter(f"{split!r}: choose test, val or train", param_hint="--split")
-    loaded = load_model(source, model=model, num_classes=num_classes, in_chans=in_chans)
+    loaded = load_model(source, model=model, num_classes=num_classes, in_chans=in_chans,
+                        model_kwargs=parse_set(set_, typed=True))
     dev = resolve_device(device)
     bundle = checkpoint_data(loaded, data, data_dir=data_dir, batch_size=batch_size, device=dev)
     report = evaluate_split(loaded, bundle, split, dev, precision, tta)
@@ -92,5 +94,5 @@ def print_report(report: dict, classes: list[str], per_class: bool) -> None:
     ], numbers=False)
     if per_class:
         rows = [(name, pct(acc), sum(report["confusion"][i]))
-                for i, (name, acc) in enumerate(zip(classes, report["per_class"]))]
+                for i, (name, acc) in enumerate(zip(classes, report["per_class"], strict=True))]
         print_table("per class", ["class", "accuracy", "samples"], rows)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,13 +25,15 @@ def command(
     precision: Annotated[str, Opt(help="fp32, bf16, fp16 or auto.")] = "fp32",
     batch_size: Annotated[int, Opt(help="Inputs per forward pass.")] = 256,
     backend: Annotated[str, Opt(help="Inference backend.")] = "torch",
-    model: Annotated[Optional[str], Opt(help=_W["model"])] = None,
-    num_classes: Annotated[Optional[int], Opt(help=_W["num_classes"])] = None,
-    in_chans: Annotated[Optional[int], Opt(help=_W["in_chans"])] = None,
-    data: Annotated[Optional[str], Opt(help="Data set bare weights were trained on (for preprocessing and class names).")] = None,
-    data_dir: Annotated[Optional[str], Opt(help="Where that data set's files are.")] = None,
+    model: Annotated[str | None, Opt(help=_W["model"])] = None,
+    num_classes: Annotated[int | None, Opt(help=_W["num_classes"])] = None,
+    in_chans: Annotated[int | None, Opt(help=_W["in_chans"])] = None,
+    set_: Annotated[list[str] | None, Opt("--set", help=_W["set"])] = None,
+    data: Annotated[str | None, Opt(help="Data set bare weights were trained on (for preprocessing and class names).")] = None,
+    data_dir: Annotated[str | None, Opt(help="Where that data set's files are.")] = None,
 ) -> None:
     """Predict the top-k classes of new inputs, preprocessed exactly as in training."""
+    from resnetlab.cli.common import parse_set
     from resnetlab.deploy import load_predictor
     from resnetlab.utils.errors import ConfigError
 
@@ -40,7 +42,8 @@ def command(
     meta = _data_meta(data, data_dir) if data else None
     predictor = load_predictor(source, backend=backend, device=device, precision=precision,
                                model=model, num_classes=num_classes, in_chans=in_chans,
-                               data_meta=meta, batch_size=batch_size)
+                               model_kwargs=parse_set(set_, typed=True), data_meta=meta,
+                               batch_size=batch_size)
     predictions = predictor.predict(inputs, k=top_k)
     if json_out:
         from resnetlab.cli.common import dump_json
@@ -65,7 +68,7 @@ def to_csv(predictions) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["input", "rank", "class", "index", "prob"])
     for p in predictions:
-        for rank, (name, index, prob) in enumerate(zip(p.classes, p.indices, p.probs), 1):
+        for rank, (name, index, prob) in enumerate(zip(p.classes, p.indices, p.probs, strict=True), 1):
             writer.writerow([p.input, rank, name, index, f"{prob:.6f}"])
     return out.getvalue()
 
@@ -75,7 +78,7 @@ def print_predictions(predictions) -> None:
     from resnetlab.cli.common import print_table
 
     k = max((len(p.classes) for p in predictions), default=0)
-    rows = [(p.input, *(f"{c} {100 * q:.1f}%" for c, q in zip(p.classes, p.probs)))
+    rows = [(p.input, *(f"{c} {100 * q:.1f}%" for c, q in zip(p.classes, p.probs, strict=True)))
             for p in predictions]
     print_table(f"top-{k} predictions ({len(predictions)} inputs)",
                 ["input", *(f"#{i}" for i in range(1, k + 1))], rows)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -45,67 +45,67 @@ FLAG_KEYS: dict[str, str] = {
     "tta": "train.tta", "name": "name", "runs_dir": "runs_dir",
 }
 
-M, D, O, S, T, R = "Model", "Data", "Optimiser", "Schedule", "Training", "Run"
+M, D, OPT, S, T, R = "Model", "Data", "Optimiser", "Schedule", "Training", "Run"
 Opt = typer.Option
 
 
 def command(
     ctx: typer.Context,
-    config: Annotated[Optional[str], Opt(help="Recipe YAML or name in configs/ (default: default); flags override it.", rich_help_panel=R)] = None,
-    resume: Annotated[Optional[Path], Opt(help="Continue the run in this directory exactly where its last checkpoint left off.", rich_help_panel=R)] = None,
-    name: Annotated[Optional[str], Opt(help="Run directory name under --runs-dir (never overwritten).", rich_help_panel=R)] = None,
-    runs_dir: Annotated[Optional[str], Opt(help="Parent folder of run directories.", rich_help_panel=R)] = None,
+    config: Annotated[str | None, Opt(help="Recipe YAML or name in configs/ (default: default); flags override it.", rich_help_panel=R)] = None,
+    resume: Annotated[Path | None, Opt(help="Continue the run in this directory exactly where its last checkpoint left off.", rich_help_panel=R)] = None,
+    name: Annotated[str | None, Opt(help="Run directory name under --runs-dir (never overwritten).", rich_help_panel=R)] = None,
+    runs_dir: Annotated[str | None, Opt(help="Parent folder of run directories.", rich_help_panel=R)] = None,
     test_on: Annotated[str, Opt(help="Weights for the final test evaluation: best (by validation, what `resnetlab eval RUN` loads) or last.", rich_help_panel=R)] = "best",
-    progress: Annotated[Optional[bool], Opt("--progress/--no-progress", help="Progress bar (default: when stderr is a terminal).", rich_help_panel=R)] = None,
-    model: Annotated[Optional[str], Opt(help="Registry name (`resnetlab models` lists them).", rich_help_panel=M)] = None,
-    width_mult: Annotated[Optional[float], Opt(help="Multiply stage widths.", rich_help_panel=M)] = None,
-    shortcut: Annotated[Optional[str], Opt(help="Shortcut where shapes change: A (zero-pad), B (projection), C (always projection), none.", rich_help_panel=M)] = None,
-    zero_init_last: Annotated[Optional[bool], Opt("--zero-init-last/--no-zero-init-last", help="Start each block as its skip (last BN scale 0).", rich_help_panel=M)] = None,
-    drop_rate: Annotated[Optional[float], Opt(help="Dropout before the classifier.", rich_help_panel=M)] = None,
-    drop_path: Annotated[Optional[float], Opt(help="Stochastic depth rate of the last block.", rich_help_panel=M)] = None,
-    in_chans: Annotated[Optional[int], Opt(help="Input channels (folder data is converted to it).", rich_help_panel=M)] = None,
-    set_: Annotated[Optional[list[str]], Opt("--set", help="Model argument KEY=VALUE (repeatable), e.g. --set stem_width=32.", rich_help_panel=M)] = None,
-    data: Annotated[Optional[str], Opt(help="fashion-mnist, mnist, kmnist, cifar10, cifar100, folder:PATH or csv:PATH.", rich_help_panel=D)] = None,
-    data_dir: Annotated[Optional[str], Opt(help="Where the data set's files are.", rich_help_panel=D)] = None,
-    batch_size: Annotated[Optional[int], Opt(help="Training batch size.", rich_help_panel=D)] = None,
-    eval_batch_size: Annotated[Optional[int], Opt(help="Evaluation batch size.", rich_help_panel=D)] = None,
-    train_size: Annotated[Optional[int], Opt(help="Stratified subset of the training split.", rich_help_panel=D)] = None,
-    val_size: Annotated[Optional[int], Opt(help="Validation images held out of training.", rich_help_panel=D)] = None,
-    augment: Annotated[Optional[str], Opt(help="default, none, or e.g. crop:2,flip,erase:0.25.", rich_help_panel=D)] = None,
-    target: Annotated[Optional[str], Opt(help="Target column of csv: data.", rich_help_panel=D)] = None,
-    val_dir: Annotated[Optional[str], Opt(help="Separate validation folder for folder: data.", rich_help_panel=D)] = None,
-    image_size: Annotated[Optional[int], Opt(help="Resize folder images to this size.", rich_help_panel=D)] = None,
-    on_bad_image: Annotated[Optional[str], Opt(help="error or skip unreadable images.", rich_help_panel=D)] = None,
-    cache_dir: Annotated[Optional[str], Opt(help="Cache decoded folder images here.", rich_help_panel=D)] = None,
-    download: Annotated[Optional[bool], Opt("--download/--no-download", help="Download named data sets when missing.", rich_help_panel=D)] = None,
-    optimizer: Annotated[Optional[str], Opt(help="sgd or adamw.", rich_help_panel=O)] = None,
-    lr: Annotated[Optional[float], Opt(help="Peak learning rate.", rich_help_panel=O)] = None,
-    momentum: Annotated[Optional[float], Opt(help="SGD momentum.", rich_help_panel=O)] = None,
-    nesterov: Annotated[Optional[bool], Opt("--nesterov/--no-nesterov", help="Nesterov momentum.", rich_help_panel=O)] = None,
-    weight_decay: Annotated[Optional[float], Opt(help="L2 / decoupled weight decay.", rich_help_panel=O)] = None,
-    decay_norm_and_bias: Annotated[Optional[bool], Opt("--decay-norm-and-bias/--no-decay-norm-and-bias", help="Also decay norm parameters and biases.", rich_help_panel=O)] = None,
-    schedule: Annotated[Optional[str], Opt(help="onecycle, cosine, step or constant.", rich_help_panel=S)] = None,
-    warmup_epochs: Annotated[Optional[float], Opt(help="Linear warm-up length in epochs.", rich_help_panel=S)] = None,
-    warmup_frac: Annotated[Optional[float], Opt(help="Linear warm-up as a fraction of all steps.", rich_help_panel=S)] = None,
-    milestones: Annotated[Optional[str], Opt(help="Step schedule epochs, e.g. 30,45.", rich_help_panel=S)] = None,
-    gamma: Annotated[Optional[float], Opt(help="Step schedule factor.", rich_help_panel=S)] = None,
-    final_lr_frac: Annotated[Optional[float], Opt(help="Final learning rate as a fraction of the peak.", rich_help_panel=S)] = None,
-    epochs: Annotated[Optional[int], Opt(help="Training epochs.", rich_help_panel=T)] = None,
-    max_steps: Annotated[Optional[int], Opt(help="Stop after this many steps (smoke tests).", rich_help_panel=T)] = None,
-    label_smoothing: Annotated[Optional[float], Opt(help="Label smoothing.", rich_help_panel=T)] = None,
-    ema: Annotated[Optional[float], Opt(help="Weight EMA decay per step, e.g. 0.999.", rich_help_panel=T)] = None,
-    clip_grad: Annotated[Optional[float], Opt(help="Clip the gradient norm to this.", rich_help_panel=T)] = None,
-    early_stop: Annotated[Optional[int], Opt(help="Stop after this many epochs without improvement.", rich_help_panel=T)] = None,
-    early_stop_metric: Annotated[Optional[str], Opt(help="Metric for early stopping and best checkpoint.", rich_help_panel=T)] = None,
-    precision: Annotated[Optional[str], Opt(help="auto, fp32, bf16 or fp16.", rich_help_panel=T)] = None,
-    channels_last: Annotated[Optional[bool], Opt("--channels-last/--no-channels-last", help="NHWC memory layout.", rich_help_panel=T)] = None,
-    compile: Annotated[Optional[bool], Opt("--compile/--no-compile", help="torch.compile the model.", rich_help_panel=T)] = None,
-    deterministic: Annotated[Optional[bool], Opt("--deterministic/--no-deterministic", help="Deterministic algorithms (bit-exact resume).", rich_help_panel=T)] = None,
-    device: Annotated[Optional[str], Opt(help="auto, cpu, cuda, cuda:1, mps.", rich_help_panel=T)] = None,
-    seed: Annotated[Optional[int], Opt(help="Seed of the split, batches, augmentation and init.", rich_help_panel=T)] = None,
-    log_every: Annotated[Optional[int], Opt(help="Steps between steps.csv rows.", rich_help_panel=T)] = None,
-    checkpoint_every: Annotated[Optional[int], Opt(help="Steps between mid-epoch checkpoints.", rich_help_panel=T)] = None,
-    tta: Annotated[Optional[bool], Opt("--tta/--no-tta", help="Flip test-time augmentation in the final evaluation.", rich_help_panel=T)] = None,
+    progress: Annotated[bool | None, Opt("--progress/--no-progress", help="Progress bar (default: when stderr is a terminal).", rich_help_panel=R)] = None,
+    model: Annotated[str | None, Opt(help="Registry name (`resnetlab models` lists them).", rich_help_panel=M)] = None,
+    width_mult: Annotated[float | None, Opt(help="Multiply stage widths.", rich_help_panel=M)] = None,
+    shortcut: Annotated[str | None, Opt(help="Shortcut where shapes change: A (zero-pad), B (projection), C (always projection), none.", rich_help_panel=M)] = None,
+    zero_init_last: Annotated[bool | None, Opt("--zero-init-last/--no-zero-init-last", help="Start each block as its skip (last BN scale 0).", rich_help_panel=M)] = None,
+    drop_rate: Annotated[float | None, Opt(help="Dropout before the classifier.", rich_help_panel=M)] = None,
+    drop_path: Annotated[float | None, Opt(help="Stochastic depth rate of the last block.", rich_help_panel=M)] = None,
+    in_chans: Annotated[int | None, Opt(help="Input channels (folder data is converted to it).", rich_help_panel=M)] = None,
+    set_: Annotated[list[str] | None, Opt("--set", help="Model argument KEY=VALUE (repeatable), e.g. --set block_drop_rate=0.1.", rich_help_panel=M)] = None,
+    data: Annotated[str | None, Opt(help="fashion-mnist, mnist, kmnist, cifar10, cifar100, folder:PATH or csv:PATH.", rich_help_panel=D)] = None,
+    data_dir: Annotated[str | None, Opt(help="Where the data set's files are.", rich_help_panel=D)] = None,
+    batch_size: Annotated[int | None, Opt(help="Training batch size.", rich_help_panel=D)] = None,
+    eval_batch_size: Annotated[int | None, Opt(help="Evaluation batch size.", rich_help_panel=D)] = None,
+    train_size: Annotated[int | None, Opt(help="Stratified subset of the training split.", rich_help_panel=D)] = None,
+    val_size: Annotated[int | None, Opt(help="Validation images held out of training.", rich_help_panel=D)] = None,
+    augment: Annotated[str | None, Opt(help="default, none, or e.g. crop:2,flip,erase:0.25.", rich_help_panel=D)] = None,
+    target: Annotated[str | None, Opt(help="Target column of csv: data.", rich_help_panel=D)] = None,
+    val_dir: Annotated[str | None, Opt(help="Separate validation folder for folder: data.", rich_help_panel=D)] = None,
+    image_size: Annotated[int | None, Opt(help="Resize folder images to this size.", rich_help_panel=D)] = None,
+    on_bad_image: Annotated[str | None, Opt(help="error or skip unreadable images.", rich_help_panel=D)] = None,
+    cache_dir: Annotated[str | None, Opt(help="Cache decoded folder images here.", rich_help_panel=D)] = None,
+    download: Annotated[bool | None, Opt("--download/--no-download", help="Download named data sets when missing.", rich_help_panel=D)] = None,
+    optimizer: Annotated[str | None, Opt(help="sgd or adamw.", rich_help_panel=OPT)] = None,
+    lr: Annotated[float | None, Opt(help="Peak learning rate.", rich_help_panel=OPT)] = None,
+    momentum: Annotated[float | None, Opt(help="SGD momentum.", rich_help_panel=OPT)] = None,
+    nesterov: Annotated[bool | None, Opt("--nesterov/--no-nesterov", help="Nesterov momentum.", rich_help_panel=OPT)] = None,
+    weight_decay: Annotated[float | None, Opt(help="L2 / decoupled weight decay.", rich_help_panel=OPT)] = None,
+    decay_norm_and_bias: Annotated[bool | None, Opt("--decay-norm-and-bias/--no-decay-norm-and-bias", help="Also decay norm parameters and biases.", rich_help_panel=OPT)] = None,
+    schedule: Annotated[str | None, Opt(help="onecycle, cosine, step or constant.", rich_help_panel=S)] = None,
+    warmup_epochs: Annotated[float | None, Opt(help="Linear warm-up length in epochs.", rich_help_panel=S)] = None,
+    warmup_frac: Annotated[float | None, Opt(help="Linear warm-up as a fraction of all steps.", rich_help_panel=S)] = None,
+    milestones: Annotated[str | None, Opt(help="Step schedule epochs, e.g. 30,45.", rich_help_panel=S)] = None,
+    gamma: Annotated[float | None, Opt(help="Step schedule factor.", rich_help_panel=S)] = None,
+    final_lr_frac: Annotated[float | None, Opt(help="Final learning rate as a fraction of the peak.", rich_help_panel=S)] = None,
+    epochs: Annotated[int | None, Opt(help="Training epochs.", rich_help_panel=T)] = None,
+    max_steps: Annotated[int | None, Opt(help="Stop after this many steps (smoke tests).", rich_help_panel=T)] = None,
+    label_smoothing: Annotated[float | None, Opt(help="Label smoothing.", rich_help_panel=T)] = None,
+    ema: Annotated[float | None, Opt(help="Weight EMA decay per step, e.g. 0.999.", rich_help_panel=T)] = None,
+    clip_grad: Annotated[float | None, Opt(help="Clip the gradient norm to this.", rich_help_panel=T)] = None,
+    early_stop: Annotated[int | None, Opt(help="Stop after this many epochs without improvement.", rich_help_panel=T)] = None,
+    early_stop_metric: Annotated[str | None, Opt(help="Metric for early stopping and best checkpoint.", rich_help_panel=T)] = None,
+    precision: Annotated[str | None, Opt(help="auto, fp32, bf16 or fp16.", rich_help_panel=T)] = None,
+    channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last", help="NHWC memory layout.", rich_help_panel=T)] = None,
+    compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile the model.", rich_help_panel=T)] = None,
+    deterministic: Annotated[bool | None, Opt("--deterministic/--no-deterministic", help="Deterministic algorithms (bit-exact resume).", rich_help_panel=T)] = None,
+    device: Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:1, mps.", rich_help_panel=T)] = None,
+    seed: Annotated[int | None, Opt(help="Seed of the split, batches, augmentation and init.", rich_help_panel=T)] = None,
+    log_every: Annotated[int | None, Opt(help="Steps between steps.csv rows.", rich_help_panel=T)] = None,
+    checkpoint_every: Annotated[int | None, Opt(help="Steps between mid-epoch checkpoints.", rich_help_panel=T)] = None,
+    tta: Annotated[bool | None, Opt("--tta/--no-tta", help="Flip test-time augmentation in the final evaluation.", rich_help_panel=T)] = None,
 ) -> None:
     """Train a network; with no arguments, ResNet-20 on Fashion-MNIST (configs/default.yaml)."""
     from resnetlab.cli.common import parse_number_list, parse_set
@@ -123,11 +123,16 @@ def _overrides(params: dict[str, Any], model_kwargs: dict[str, str]) -> dict[str
     """Dotted config keys for every flag the user gave (None means "not given")."""
     out = {FLAG_KEYS[k]: v for k, v in params.items() if k in FLAG_KEYS and v is not None}
     out.update({f"model.kwargs.{k}": v for k, v in model_kwargs.items()})
+    # The warm-up is given one way or the other; a flag replaces the recipe's way.
+    for given, other in (("warmup_epochs", "warmup_frac"), ("warmup_frac", "warmup_epochs")):
+        if f"schedule.{given}" in out:
+            out.setdefault(f"schedule.{other}", 0.0)
     return out
 
 
-# Sections a resumed run cannot change: its checkpoint holds this network trained on this data.
-_FROZEN_ON_RESUME = ("model.", "data.")
+# What a resumed run cannot change: its checkpoint holds this network trained on this data, and
+# the seed fixes the batch order and augmentation of the steps still to come.
+_FROZEN_ON_RESUME = ("model.", "data.", "train.seed")
 # Keys that only say where things are, so they may change on resume.
 _MOVABLE = ("data.data_dir", "data.cache_dir", "data.download", "train.device")
 
@@ -197,34 +202,72 @@ def _check_resume_changes(saved, cfg, resume: Path) -> None:
     if changed:
         from resnetlab.cli.common import console
 
-        console().print("resuming with changed settings: " + ", ".join(
+        console(stderr=True).print("resuming with changed settings: " + ", ".join(
             f"{k} {before.get(k)!r} -> {after[k]!r}" for k in changed))
 
 
 def run_training(cfg, *, resume: Path | None, test_on: str, progress: bool | None) -> dict:
-    """Build data and model, fit, evaluate once, draw the plots, print the summary."""
-    from resnetlab.cli.common import data_kwargs
-    from resnetlab.data import build_data
-    from resnetlab.engine import fit, new_run_dir
-    from resnetlab.utils import resolve_device, seed_everything
+    """Build data and model, fit, evaluate once, draw the plots, print the summary.
+
+    Under ``torchrun`` every rank runs this; ``fit`` and ``evaluate`` shard the batches and only
+    rank 0 writes files or prints.
+    """
+    from resnetlab.engine import distributed, fit
+    from resnetlab.utils import resolve_device
 
     start = time.perf_counter()
-    device = resolve_device(cfg.train.device)
+    info, device = distributed.init_distributed(resolve_device(cfg.train.device))
+    try:
+        bundle, model = build_data_and_model(cfg, device)
+        run_dir = _run_dir(cfg, resume, info.is_main)
+        extra = {"model": model.build_args, "data": bundle.meta, "classes": bundle.classes}
+        fitted = fit(model, bundle.train, bundle.val, cfg, run_dir, num_classes=bundle.num_classes,
+                     extra_meta=extra, resume=resume is not None, progress=progress)
+        results = final_evaluation(model, bundle, cfg, fitted, test_on, device)
+        results["wall_time_s"] = time.perf_counter() - start
+        if info.is_main:
+            write_outputs(run_dir, results, bundle.classes)
+            print_summary(cfg, fitted, results, run_dir)
+        return results
+    finally:
+        distributed.cleanup()
+
+
+def build_data_and_model(cfg, device):
+    """The data bundle of ``cfg.data`` and a freshly initialised network that fits it."""
+    from resnetlab.cli.common import data_kwargs
+    from resnetlab.data import build_data
+    from resnetlab.utils import seed_everything
+
     bundle = build_data(cfg.data.name, **data_kwargs(
         cfg.data, seed=cfg.train.seed, device=device, channels_last=cfg.train.channels_last,
-        in_chans=cfg.model.kwargs.get("in_chans") if "in_chans" in cfg.model.kwargs else None))
+        in_chans=cfg.model.kwargs.get("in_chans")))
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed only
-    model = build_model(cfg, bundle)
-    run_dir = Path(resume) if resume else new_run_dir(
-        cfg.runs_dir, cfg.name, model=cfg.model.name, data=cfg.data.name)
-    extra = {"model": model.build_args, "data": bundle.meta, "classes": bundle.classes}
-    fitted = fit(model, bundle.train, bundle.val, cfg, run_dir, num_classes=bundle.num_classes,
-                 extra_meta=extra, resume=resume is not None, progress=progress)
-    results = final_evaluation(model, bundle, cfg, fitted, test_on, device)
-    results["wall_time_s"] = time.perf_counter() - start
-    write_outputs(run_dir, results, bundle.classes)
-    print_summary(cfg, fitted, results, run_dir)
-    return results
+    return bundle, build_model(cfg, bundle)
+
+
+def _run_dir(cfg, resume: Path | None, main: bool) -> Path:
+    """The resumed directory, or a new one made by rank 0 and shared with the other ranks."""
+    from resnetlab.engine import distributed, new_run_dir
+
+    if resume is not None:
+        if main:
+            _announce_resume(Path(resume))
+        return Path(resume)
+    made = new_run_dir(cfg.runs_dir, cfg.name, model=cfg.model.name, data=cfg.data.name) if main else None
+    return Path(distributed.broadcast_object(str(made) if made else None))
+
+
+def _announce_resume(run_dir: Path) -> None:
+    from resnetlab.checkpoint import resolve_checkpoint_dir
+    from resnetlab.cli.common import console
+
+    found = resolve_checkpoint_dir(run_dir / "checkpoints" / "last")
+    if found is None:
+        raise ConfigError(f"--resume {run_dir}: no checkpoints/last there (the run stopped "
+                          "before its first checkpoint); start a new run")
+    step = json.loads((found / "meta.json").read_text()).get("step")
+    console(stderr=True).print(f"resuming {run_dir} at step {step}")
 
 
 def build_model(cfg, bundle):
@@ -259,14 +302,15 @@ def final_evaluation(model, bundle, cfg, fitted, test_on: str, device) -> dict[s
     result = evaluate(model, loader, device=device, dtype=resolve_dtype(cfg.train.precision, device),
                       num_classes=bundle.num_classes, tta=tta,
                       channels_last=cfg.train.channels_last)
-    row = ckpt.meta.get("metrics") or (fitted.history[-1] if fitted.history else {})
+    last = fitted.history[-1] if fitted.history else {}
+    row = ckpt.meta.get("metrics") or last  # the epoch these weights come from
     return {
         "split": split, "checkpoint": str(path), "weights": ckpt.meta.get("weights", "model"),
         "checkpoint_epoch": ckpt.meta.get("epoch"), "tta": tta is not None,
         "loss": result.loss, "top1": result.top1, "top5": result.top5,
         "num_samples": result.num_samples, "per_class": result.per_class,
         "confusion": result.confusion, "val_top1": row.get("val_top1"),
-        "val_top5": row.get("val_top5"), "train_time_s": row.get("elapsed_s"),
+        "val_top5": row.get("val_top5"), "train_time_s": last.get("elapsed_s"),
         "images_per_s": training_rate(fitted.history, cfg.data.batch_size),
         "steps": fitted.steps, "epochs": fitted.epochs_run,
     }
@@ -296,6 +340,13 @@ def write_outputs(run_dir: Path, results: dict[str, Any], classes: list[str]) ->
     plot_confusion(results["confusion"], classes, run_dir / "confusion.png", title=title)
 
 
+def _weights_label(results: dict[str, Any]) -> str:
+    """E.g. ``best (EMA, epoch 6) + flip TTA``."""
+    ema = "EMA, " if results["weights"] == "ema" else ""
+    tta = " + flip TTA" if results["tta"] else ""
+    return f"{Path(results['checkpoint']).name} ({ema}epoch {results['checkpoint_epoch']}){tta}"
+
+
 def print_summary(cfg, fitted, results: dict[str, Any], run_dir: Path) -> None:
     """The table at the end of a run, then the run directory."""
     from resnetlab.cli.common import console, pct, print_table
@@ -307,8 +358,7 @@ def print_summary(cfg, fitted, results: dict[str, Any], run_dir: Path) -> None:
         ("epochs / steps", f"{results['epochs']:g} / {results['steps']}"),
         ("val top-1 / top-5", f"{pct(results['val_top1'])} / {pct(results['val_top5'])}"),
         (f"{split} top-1 / top-5", f"{pct(results['top1'])} / {pct(results['top5'])}"),
-        (f"{split} weights", f"{Path(results['checkpoint']).name} (epoch "
-                             f"{results['checkpoint_epoch']}){' + flip TTA' if results['tta'] else ''}"),
+        (f"{split} weights", _weights_label(results)),
         ("train time", f"{results['train_time_s'] or 0:.1f} s"),
         ("wall time", f"{results['wall_time_s']:.1f} s"),
         ("images/s (training)", f"{rate:,.0f}" if rate else "-"),

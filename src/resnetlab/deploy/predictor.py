@@ -75,10 +75,10 @@ def _classifier_key(model: nn.Module) -> str | None:
 
 
 def _infer_build_args(ckpt: Checkpoint, name: str, num_classes: int | None,
-                      in_channels: int | None) -> dict[str, Any]:
+                      in_channels: int | None, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``create_model`` arguments for bare weights: flags win, else shapes read off the file."""
     key = _input_key(name)
-    probe = create_model(name, num_classes=num_classes or 1)
+    probe = create_model(name, **{**kwargs, "num_classes": num_classes or 1})
     if num_classes is None:
         head = _classifier_key(probe)
         if head is None or head not in ckpt.model_state:
@@ -89,28 +89,32 @@ def _infer_build_args(ckpt: Checkpoint, name: str, num_classes: int | None,
         if first not in ckpt.model_state:
             raise ConfigError(f"{ckpt.path}: cannot tell the input channels; pass --in-chans")
         in_channels = int(ckpt.model_state[first].shape[1])
-    return {"name": name, "num_classes": num_classes, key: in_channels}
+    return {"name": name, **kwargs, "num_classes": num_classes, key: in_channels}
 
 
 def load_model(source: str | os.PathLike, *, model: str | None = None,
-               num_classes: int | None = None, in_chans: int | None = None) -> LoadedModel:
+               num_classes: int | None = None, in_chans: int | None = None,
+               model_kwargs: dict[str, Any] | None = None) -> LoadedModel:
     """Rebuild the network stored at ``source`` and load its weights (in eval mode, on the CPU).
 
     ``source`` is a run directory (its ``best`` checkpoint, else ``last``), a checkpoint
     directory, or a weights file (``.safetensors``; ``.pt/.pth`` only through
     ``torch.load(weights_only=True)``).  A resnetlab checkpoint names its own model; bare
-    weights need ``model`` (a registry name).  ``num_classes`` and ``in_chans`` (channels, or
-    features for vector models) are read off the weights when not given.
+    weights need ``model`` (a registry name) and, when they were built with non-default
+    arguments, ``model_kwargs`` (e.g. ``{"width_mult": 0.5}``).  ``num_classes`` and
+    ``in_chans`` (channels, or features for vector models) are read off the weights when not
+    given.
     """
     ckpt = load_checkpoint(source, train_state=False)
     stored = ckpt.meta.get("model")
-    if stored and model and model != stored.get("name"):
-        raise ConfigError(f"{source} holds a {stored.get('name')} checkpoint; drop --model {model} "
-                          "(the checkpoint names its own architecture)")
+    if stored and (model and model != stored.get("name") or model_kwargs):
+        flag = f"--model {model}" if model and model != stored.get("name") else "--set"
+        raise ConfigError(f"{source} holds a {stored.get('name')} checkpoint that names its own "
+                          f"architecture; drop {flag}")
     if stored:
         args = dict(stored)
     elif model:
-        args = _infer_build_args(ckpt, model, num_classes, in_chans)
+        args = _infer_build_args(ckpt, model, num_classes, in_chans, dict(model_kwargs or {}))
     else:
         raise ConfigError(f"{source}: bare weights do not name their architecture; pass --model "
                           "NAME (and --num-classes/--in-chans if they cannot be read off the weights)")
@@ -162,7 +166,7 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         return {"input": self.input, "topk": [
             {"class": c, "index": i, "prob": p}
-            for c, i, p in zip(self.classes, self.indices, self.probs)]}
+            for c, i, p in zip(self.classes, self.indices, self.probs, strict=True)]}
 
 
 class Predictor:
@@ -193,7 +197,7 @@ class Predictor:
         probs = self.probabilities(x)
         values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
         return [Prediction(label, [self._name(i) for i in idx.tolist()], idx.tolist(), val.tolist())
-                for label, val, idx in zip(labels, values, indices)]
+                for label, val, idx in zip(labels, values, indices, strict=True)]
 
     def predict(self, inputs: Sequence[str | os.PathLike], k: int = 5) -> list[Prediction]:
         """Top-``k`` for files and folders (searched recursively), preprocessed like training."""
@@ -214,6 +218,7 @@ class Predictor:
 def load_predictor(source: str | os.PathLike, *, backend: str = "torch", device: str = "auto",
                    precision: str = "fp32", model: str | None = None,
                    num_classes: int | None = None, in_chans: int | None = None,
+                   model_kwargs: dict[str, Any] | None = None,
                    data_meta: dict[str, Any] | None = None, batch_size: int = 256) -> Predictor:
     """A :class:`Predictor` for a run directory, checkpoint or weights file (see :func:`load_model`).
 
@@ -221,7 +226,8 @@ def load_predictor(source: str | os.PathLike, *, backend: str = "torch", device:
     """
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    loaded = load_model(source, model=model, num_classes=num_classes, in_chans=in_chans)
+    loaded = load_model(source, model=model, num_classes=num_classes, in_chans=in_chans,
+                        model_kwargs=model_kwargs)
     meta = data_meta if data_meta is not None else loaded.data_meta
     classes = loaded.classes
     if data_meta is not None and not loaded.meta.get("classes") and data_meta.get("classes"):

@@ -20,6 +20,13 @@ Notes on the API agreed in the design brief (additions only, nothing renamed):
 * ``evaluate(..., channels_last=False)`` is an extra keyword; ``fit`` raises
   :class:`TrainingDiverged` (a ``UserError``) when the loss stays NaN/inf.
 * ``on_epoch_end(row)`` returning True stops training after that epoch.
+* Run-directory files: ``metrics.csv``/``.jsonl`` (one row per epoch), ``steps.csv``/``.jsonl``
+  (every ``log_every`` steps), ``config.yaml``, ``checkpoints/{last,best}``, ``tb/``; the
+  columns are documented in :mod:`resnetlab.engine.logging`.
+* torchrun: every rank builds the same loaders with the same seed; ``fit`` shards batches by
+  rank (see :mod:`resnetlab.engine.distributed`).  Call ``distributed.init_distributed``
+  first and ``distributed.cleanup`` at the end; create the run directory on rank 0 and share
+  it with ``distributed.broadcast_object``.
 """
 
 from resnetlab.engine.config import (

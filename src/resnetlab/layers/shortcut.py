@@ -50,13 +50,16 @@ class ZeroPadShortcut(nn.Module):
         self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels_last = not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last)
         if self.stride > 1:
             # Same sample grid as a k=3, padding=1, stride-s conv: positions 0, s, 2s, ...
             x = x[:, :, :: self.stride, :: self.stride]
         if self.out_chs > self.in_chs:
-            # F.pad keeps the memory format (channels_last stays channels_last).
             x = F.pad(x, (0, 0, 0, 0, 0, self.out_chs - self.in_chs))
-        return x
+        # The strided view of an odd-sized map loses its format; the addition after this needs
+        # both operands in one layout to stay on the fast channels_last kernels.
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
     def extra_repr(self) -> str:
         return f"{self.in_chs}->{self.out_chs}, stride={self.stride}"

@@ -13,9 +13,11 @@ from resnetlab.models.blocks import (
 from resnetlab.models.mlp import DenseResidualBlock, MLPResNet
 from resnetlab.models.resnet import ResNet, cifar_resnet, imagenet_resnet, wide_resnet
 from resnetlab.models.summary import count_macs, count_parameters, model_summary, weight_depth
+from resnetlab.models.weights import load_weights, read_state_dict
 
 __all__ = [
     "ResidualBlock", "BasicBlock", "Bottleneck", "PreActBasicBlock", "PreActBottleneck",
     "DenseResidualBlock", "MLPResNet", "ResNet", "cifar_resnet", "imagenet_resnet",
     "wide_resnet", "count_macs", "count_parameters", "model_summary", "weight_depth",
+    "load_weights", "read_state_dict",
 ]

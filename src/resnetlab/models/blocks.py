@@ -30,11 +30,24 @@ from resnetlab.layers import (
 from resnetlab.layers.checks import check_rate
 from resnetlab.utils.errors import ConfigError
 
-__all__ = ["ResidualBlock", "BasicBlock", "Bottleneck", "PreActBasicBlock", "PreActBottleneck"]
+__all__ = ["check_plain_options", "ResidualBlock", "BasicBlock", "Bottleneck", "PreActBasicBlock", "PreActBottleneck"]
 
 
 def _dropout(p: float) -> nn.Module:
     return nn.Dropout(check_rate("block_drop_rate", p)) if p > 0 else nn.Identity()
+
+
+def check_plain_options(residual: bool, drop_path_rate: float, zero_init_last: bool) -> None:
+    """Options that only make sense with skips; for the plain twin they are a ``ConfigError``."""
+    if residual:
+        return
+    if drop_path_rate:
+        # Dropping the only path of a plain block would zero the whole signal.
+        raise ConfigError(f"drop_path_rate={drop_path_rate:g} needs skip connections; use "
+                          "drop_path_rate=0 for the plain twin (residual=False)")
+    if zero_init_last:
+        raise ConfigError("zero_init_last=True would zero every block of the plain twin "
+                          "(residual=False); use zero_init_last=False")
 
 
 class ResidualBlock(nn.Module):
@@ -50,10 +63,7 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.shortcut = parse_shortcut(shortcut) if residual else "none"
         self.residual = self.shortcut != "none"
-        if not self.residual and drop_path > 0:
-            # Dropping the only path of a plain block would zero the whole signal.
-            raise ConfigError(f"drop_path_rate={drop_path:g} needs skip connections; use "
-                              "drop_path_rate=0 for the plain twin (residual=False)")
+        check_plain_options(self.residual, drop_path, False)
         self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
 
     def _make_skip(self, norm_layer: LayerType | None, avg_down: bool) -> None:

@@ -28,7 +28,7 @@ from resnetlab.layers import (
     parse_shortcut,
     stochastic_depth_rates,
 )
-from resnetlab.models.blocks import ResidualBlock
+from resnetlab.models.blocks import ResidualBlock, check_plain_options
 from resnetlab.utils.errors import ConfigError
 
 __all__ = ["DenseResidualBlock", "MLPResNet"]
@@ -111,9 +111,7 @@ class MLPResNet(nn.Module):
                                         * width_mult))
         self.shortcut = parse_shortcut(shortcut) if residual else "none"
         self.residual = self.shortcut != "none"
-        if zero_init_last and not self.residual:
-            raise ConfigError("zero_init_last=True would zero every block of the plain twin "
-                              "(residual=False); use zero_init_last=False")
+        check_plain_options(self.residual, drop_path_rate, zero_init_last)
         self.block_type, self.default_input_size = "dense", (in_features,)
         self.stem = nn.Sequential(*_dense(in_features, width, norm_layer), make_act(act_layer))
         rates = stochastic_depth_rates(drop_path_rate, num_blocks)
@@ -130,7 +128,7 @@ class MLPResNet(nn.Module):
 
     def _init_weights(self, zero_init_last: bool) -> None:
         for m in [*self.stem.modules(), *self.layer1.modules()]:
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear) and not m.weight.is_meta:  # meta: nothing to set
                 # He et al. 2015 init keeps the ReLU signal's scale even without a norm layer
                 # (PyTorch's default shrinks it ~2.5x per layer, which starves a plain MLP).
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
@@ -151,7 +149,8 @@ class MLPResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Flatten, project, run the blocks: ``(N, ...) -> (N, num_features)``."""
         x = x.flatten(1)
-        if x.shape[1] != self.in_features:
+        # Skipped while tracing (ONNX export): the traced shape is fixed by the example input.
+        if not torch.jit.is_tracing() and x.shape[1] != self.in_features:
             raise ConfigError(
                 f"input has {x.shape[1]} features per sample (shape {tuple(x.shape)}), but the "
                 f"model was built with in_features={self.in_features}; rebuild with "

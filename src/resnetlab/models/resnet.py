@@ -19,12 +19,13 @@ from resnetlab.layers import (
     check_positive_int,
     check_rate,
     conv_layer,
+    create_pool2d,
     make_act,
     make_classifier,
     parse_shortcut,
     stochastic_depth_rates,
 )
-from resnetlab.models.blocks import ResidualBlock
+from resnetlab.models.blocks import ResidualBlock, check_plain_options
 from resnetlab.utils.errors import ConfigError
 
 __all__ = ["ResNet", "STEM_TYPES", "VARIANTS", "scale_widths"]
@@ -88,9 +89,7 @@ class ResNet(nn.Module):
         super().__init__()
         self.shortcut = parse_shortcut(shortcut) if residual else "none"
         self.residual = self.shortcut != "none"
-        if zero_init_last and not self.residual:
-            raise ConfigError("zero_init_last=True would zero every block of the plain twin "
-                              "(residual=False); use zero_init_last=False")
+        check_plain_options(self.residual, drop_path_rate, zero_init_last)
         check_positive_int("in_chans", in_chans)
         check_choice("variant", variant, VARIANTS)
         layers = _check_layers(layers)
@@ -131,7 +130,7 @@ class ResNet(nn.Module):
         self.bn1 = norm_layer(width) if norm_act else nn.Identity()
         self.act1 = make_act(act_layer) if norm_act else nn.Identity()
         # ImageNet stems reduce 224 -> 56 before the first stage (table 1); CIFAR keeps 32.
-        self.maxpool = nn.Identity() if stem_type == "cifar" else nn.MaxPool2d(3, 2, 1)
+        self.maxpool = nn.Identity() if stem_type == "cifar" else create_pool2d("max", 3, 2, 1)
 
     def _make_stages(self, block: type[ResidualBlock], layers: list[int], widths: list[int],
                      in_chs: int, block_args: dict, drop_path_rate: float) -> None:
@@ -151,7 +150,9 @@ class ResNet(nn.Module):
 
     def _init_weights(self, zero_init_last: bool) -> None:
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            # Meta tensors (tables, parameter counts) have no values; initialising them through
+            # PyTorch's Python meta kernels was 60% of building ResNet-1202 there.
+            if isinstance(m, nn.Conv2d) and not m.weight.is_meta:
                 # He et al. 2015 ("Delving Deep into Rectifiers"), fan-out as in torchvision.
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if zero_init_last:
@@ -166,7 +167,11 @@ class ResNet(nn.Module):
 
     @property
     def stem(self) -> nn.Sequential:
-        """The stem modules as one (unregistered) ``Sequential``: conv1, bn1, act1, maxpool."""
+        """The stem modules as one (unregistered) ``Sequential``: conv1, bn1, act1, maxpool.
+
+        A view for running or inspecting the stem; ``forward`` calls the members directly
+        (torchvision's keys), so hooks belong on ``conv1``/``bn1``/``maxpool``.
+        """
         return nn.Sequential(self.conv1, self.bn1, self.act1, self.maxpool)
 
     def named_stages(self) -> list[tuple[str, nn.Module]]:
@@ -220,8 +225,11 @@ def cifar_resnet(depth: int, block: type[ResidualBlock], *, num_classes: int = 1
     """A CIFAR ResNet (He et al. 2015, sec. 4.2): a 3x3 stem of 16 channels and three stages of
     n blocks with 16/32/64 planes at 32/16/8 pixels; depth = 6n+2 (9n+2 for bottlenecks)."""
     n = _cifar_blocks_per_stage(depth, block, 2)
+    # The stem is as wide as the first stage here, so it scales with width_mult too; otherwise
+    # option A (which cannot drop channels) would fail for width_mult < 1.
+    stem_width = scale_widths([16], kwargs.get("width_mult", 1.0))[0]
     return ResNet(block, [n, n, n], [16, 32, 64], num_classes=num_classes, in_chans=in_chans,
-                  shortcut=shortcut, stem_type="cifar", stem_width=16,
+                  shortcut=shortcut, stem_type="cifar", stem_width=stem_width,
                   stem_norm_act=not block.preact, default_input_size=(32, 32), **kwargs)
 
 

@@ -1,0 +1,83 @@
+"""``resnetlab models``: a table for people, JSON for scripts, one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+import torch
+
+import resnetlab
+from resnetlab.cli.app import main
+from resnetlab.models import count_parameters
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def all_rows():
+    """``resnetlab models --json`` over the whole zoo, run once for this module."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), pytest.raises(SystemExit) as exit_:
+        main(["models", "--json"])
+    assert exit_.value.code in (0, None)
+    return {row["name"]: row for row in json.loads(buffer.getvalue())}
+
+
+def test_json_lists_every_registered_model(all_rows):
+    assert sorted(all_rows) == resnetlab.list_models()
+    for row in all_rows.values():
+        assert set(row) >= {"name", "params", "macs", "depth", "block", "shortcut", "input_size"}
+        assert row["params"] > 0 and row["macs"] > 0 and row["depth"] > 0
+
+
+def test_json_numbers_are_the_models(all_rows):
+    with torch.device("meta"):
+        assert all_rows["resnet56"]["params"] == count_parameters(resnetlab.create_model("resnet56"))
+    assert all_rows["resnet50"]["params"] == 25_557_032
+    # MACs at 224x224: He et al. 2015, table 1 has 3.6G for ResNet-34; torchvision lists 4.09G
+    # for its (v1.5) ResNet-50.
+    assert all_rows["resnet34"]["macs"] / 1e9 == pytest.approx(3.6, abs=0.1)
+    assert all_rows["resnet50"]["macs"] / 1e9 == pytest.approx(4.09, abs=0.01)
+    # CIFAR ResNet-20 at 32x32: 40.6M MACs (one 16->16 3x3 conv at 32x32 alone is 2.4M).
+    assert all_rows["resnet20"]["macs"] / 1e6 == pytest.approx(40.6, abs=0.5)
+    assert [all_rows[n]["depth"] for n in ("resnet20", "resnet50", "plain110", "resnet50d")] == \
+        [20, 50, 110, 52]
+    assert all_rows["plain20"]["shortcut"] == "none" and all_rows["resnet20"]["shortcut"] == "A"
+    assert all_rows["wrn28_10"]["block"] == "preact_basic"
+    assert all_rows["mlp_resnet"]["input_size"] == [784]
+
+
+def test_table_for_people(capsys):
+    code, out, _ = _run(capsys, "models", "resnet2*")
+    assert code == 0
+    for column in ("name", "params", "MACs", "depth", "block", "shortcut"):
+        assert column in out
+    assert "resnet20" in out and "0.27M" in out and "40.6M" in out
+    assert "resnet50" not in out
+
+
+def test_family_filter(capsys):
+    code, out, _ = _run(capsys, "models", "--family", "wide", "--json")
+    assert code == 0
+    assert [r["name"] for r in json.loads(out)] == resnetlab.list_models("*wrn*")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("models", "resnet9000"), "no model matches 'resnet9000'"),
+    (("models", "--family", "vit"), "--family 'vit'"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
