@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,10 +74,16 @@ def _entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
+def _natural_key(name: str) -> list[str | int]:
+    # resnet20 < resnet56 < resnet110 < resnet1202, as in the papers' tables.
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a glob ``pattern``, sorted."""
+    """Registered model names matching a glob ``pattern``, in natural order (resnet20 before
+    resnet110)."""
     _load_builtins()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return sorted((n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)), key=_natural_key)
 
 
 def model_info(name: str) -> dict[str, Any]:
