@@ -102,7 +102,7 @@ def command(
     compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile the model.", rich_help_panel=T)] = None,
     deterministic: Annotated[bool | None, Opt("--deterministic/--no-deterministic", help="Deterministic algorithms (bit-exact resume).", rich_help_panel=T)] = None,
     device: Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:1, mps.", rich_help_panel=T)] = None,
-    seed: Annotated[int | None, Opt(help="Seed of the split, batches, augmentation and init.", rich_help_panel=T)] = None,
+    seed: Annotated[int | None, Opt(help="Seed of the batch order, augmentation and initialisation (the train/val split is fixed).", rich_help_panel=T)] = None,
     log_every: Annotated[int | None, Opt(help="Steps between steps.csv rows.", rich_help_panel=T)] = None,
     checkpoint_every: Annotated[int | None, Opt(help="Steps between mid-epoch checkpoints.", rich_help_panel=T)] = None,
     tta: Annotated[bool | None, Opt("--tta/--no-tta", help="Flip test-time augmentation in the final evaluation.", rich_help_panel=T)] = None,
