@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data demo test lint bench clean
+.PHONY: setup data browser demo test lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(PY):
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install --upgrade pip
 	$(PIP) install "$(TORCH_SPEC)"
-	$(PIP) install -e ".[dev,onnx]"
+	$(PIP) install -e ".[dev,onnx,analysis]"
 	touch $@
 
 # The default data set comes from Debian's `dataset-fashion-mnist`; other machines use
@@ -29,13 +29,33 @@ data:
 	  || echo "warning: could not install dataset-fashion-mnist; pass --data-dir to resnetlab"; \
 	else echo "warning: no apt-get; pass --data-dir or set RESNETLAB_DATA for fashion-mnist"; fi
 
+# The HTML report's browser test drives Debian's chromium through chromium-driver (selenium);
+# nothing is downloaded by selenium itself.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+	  echo "chromium + chromedriver: present"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver \
+	  || echo "warning: could not install chromium; the report's browser test will be skipped"; \
+	else echo "warning: no apt-get; the report's browser test needs chromium + chromedriver"; fi
+
 setup: $(VENV)/.installed data
 
 demo: setup
 	$(VENV)/bin/resnetlab train
 
-test: setup
+# The second run caps oneDNN and ATen at AVX2, so any x86 CPU also tests the kernels an
+# AVX2-only machine takes (README "Known platform issues"): convolution layers, engine, resume
+# and the model zoo's forward+backward.  About 2 minutes on 2 cores.
+AVX2_TESTS := tests/test_layers.py tests/test_engine_loop.py tests/test_resume_sigkill.py \
+	tests/test_models.py::test_forward_backward_every_model
+
+test: setup browser
 	$(PY) -m pytest -q
+	@if [ "$$(uname -m)" = x86_64 ]; then echo "== again with DNNL_MAX_CPU_ISA=AVX2 =="; \
+	  DNNL_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q -p no:cacheprovider \
+	  $(AVX2_TESTS); fi
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

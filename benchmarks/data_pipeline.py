@@ -30,6 +30,7 @@ import resnetlab
 from resnetlab.data import build_data
 from resnetlab.data.augment import ImageTransform, parse_augment
 from resnetlab.data.loaders import BatchLoader, TensorSource
+from resnetlab.engine.config import DataConfig
 from resnetlab.utils import autocast, resolve_device, resolve_dtype
 from resnetlab.utils.errors import DataError
 from resnetlab.utils.timer import synchronize
@@ -72,8 +73,9 @@ def parse_args() -> argparse.Namespace:
 def train_loader(args: argparse.Namespace, device: torch.device, augment: str) -> BatchLoader:
     """The Fashion-MNIST training loader, or one over random data of the same shape."""
     try:
-        return build_data("fashion-mnist", data_dir=args.data_dir, batch_size=args.batch_size,
-                          augment=augment, device=device, download=False).train
+        cfg = DataConfig(name="fashion-mnist", data_dir=args.data_dir,
+                         batch_size=args.batch_size, augment=augment, download=False)
+        return build_data(cfg, device=device).train
     except DataError as err:
         print(f"(real data not found, using random 55000x1x28x28 uint8: {err})")
         x = torch.randint(0, 256, (55000, 1, 28, 28), dtype=torch.uint8, device=device)

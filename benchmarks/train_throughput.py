@@ -6,9 +6,10 @@ processes hits both alike:
 
 * textbook: contiguous fp32, ``torch.utils.data.DataLoader`` over a ``TensorDataset`` of
   pre-normalised float images, ``optimizer.zero_grad()``, ``loss.item()`` every step;
-* ours: the data layer's in-memory ``BatchLoader`` (uint8 on the device, batched crop+flip),
-  and the engine's step as ``fit`` configures it (bf16 autocast where the CPU/GPU runs it
-  natively, channels_last, ``zero_grad(set_to_none=True)``, no per-step host sync).
+* ours: a whole run through the run API (``resnetlab.run.train``, what ``resnetlab train``
+  calls): the data layer's in-memory ``BatchLoader`` (uint8 on the device, batched crop+flip)
+  and the engine's step (bf16 autocast where the CPU/GPU runs it natively, channels_last,
+  ``zero_grad(set_to_none=True)``, no per-step host sync).  Only its training steps are timed.
 
 It prints images/s of each arm and their ratio, and the achieved GFLOP/s of each arm (FLOPs of
 one training step counted by ``torch.utils.flop_counter``) against a large fp32 (and bf16)
@@ -28,7 +29,6 @@ import csv
 import math
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -36,12 +36,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 import resnetlab
-from resnetlab.data import build_data
-from resnetlab.engine import RunConfig, apply_overrides, fit
+from resnetlab import run
+from resnetlab.engine import DataConfig
+from resnetlab.run.build import make_data
 from resnetlab.utils import resolve_device, resolve_dtype
 from resnetlab.utils.timer import synchronize
-
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
 
 def parse_args() -> argparse.Namespace:
@@ -86,23 +85,23 @@ def textbook_arm(x: torch.Tensor, y: torch.Tensor, args, device: torch.device) -
     return args.steps * args.batch_size / (time.perf_counter() - start)
 
 
-def ours_arm(bundle, args, device: torch.device) -> float:
-    """Images/s of ``fit`` with the default recipe's engine settings, read from its step log.
+def ours_arm(args, device: torch.device) -> float:
+    """Images/s of ``resnetlab.run.train`` with the default recipe, read from its step log.
 
     ``log_every = gcd(warmup, steps)`` puts rows at the end of the warm-up and ``steps`` later
     (and as few as possible between: each row is a host sync); the rate is taken between those
-    two rows, so it counts training steps only.
+    two rows, so it counts training steps only (not the final evaluation).
     """
-    cfg = apply_overrides(RunConfig.from_yaml(RECIPE), {
-        "data.batch_size": args.batch_size, "train.max_steps": args.warmup + args.steps,
-        "train.log_every": math.gcd(args.warmup, args.steps), "train.device": str(device),
-        "train.precision": args.precision, "train.epochs": 1000,
-    }, source="benchmark")
-    model = new_model(device)
-    with tempfile.TemporaryDirectory() as run_dir:
-        fit(model, bundle.train, None, cfg, run_dir, num_classes=bundle.num_classes,
-            progress=False)
-        with open(Path(run_dir) / "steps.csv", newline="") as fh:
+    with tempfile.TemporaryDirectory() as runs:
+        cfg = run.config_with("default", {
+            "data.batch_size": args.batch_size, "data.augment": "crop:2,flip",
+            "data.data_dir": args.data_dir, "data.val_size": 0,
+            "train.max_steps": args.warmup + args.steps, "train.tta": False,
+            "train.log_every": math.gcd(args.warmup, args.steps), "train.device": str(device),
+            "train.precision": args.precision, "train.epochs": 1000, "runs_dir": runs,
+        })
+        result = run.train(cfg, progress=False)
+        with open(result.run_dir / "steps.csv", newline="") as fh:
             rows = {int(r["step"]): float(r["elapsed_s"]) for r in csv.DictReader(fh)}
     seconds = rows[args.warmup + args.steps] - rows[args.warmup]
     return args.steps * args.batch_size / seconds
@@ -137,8 +136,8 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps:
 def main() -> None:
     args = parse_args()
     device = resolve_device(args.device)
-    bundle = build_data("fashion-mnist", data_dir=args.data_dir, batch_size=args.batch_size,
-                        device=device, augment="crop:2,flip")
+    bundle = make_data(DataConfig(data_dir=args.data_dir, batch_size=args.batch_size),
+                       seed=0, device=device, channels_last=False, in_chans=None)
     # The textbook arm gets the same training images, normalised once up front (it does no
     # augmentation at all, which only favours it).
     src, mean, std = bundle.train.source, bundle.meta["mean"][0], bundle.meta["std"][0]
@@ -147,7 +146,7 @@ def main() -> None:
     best = {"textbook": 0.0, "ours": 0.0}
     for _ in range(args.repeats):
         best["textbook"] = max(best["textbook"], textbook_arm(x, y, args, device))
-        best["ours"] = max(best["ours"], ours_arm(bundle, args, device))
+        best["ours"] = max(best["ours"], ours_arm(args, device))
     report(best, args, device)
 
 
@@ -166,7 +165,7 @@ def report(best: dict[str, float], args, device: torch.device) -> None:
     print(f"{'arm':<34}{'img/s':>9}{'ms/step':>9}{'GFLOP/s':>9}{'of fp32 mm':>12}"
           f"{'of own-dtype mm':>17}")
     arms = {"textbook": ("textbook (fp32, NCHW, DataLoader)", "fp32"),
-            "ours": (f"ours ({ours_name}, channels_last, fit)", ours_name)}
+            "ours": (f"ours ({ours_name}, channels_last, run)", ours_name)}
     for arm, rate in best.items():
         name, dtype = arms[arm]
         gflops = flops * rate / args.batch_size / 1e9

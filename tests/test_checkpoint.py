@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 
@@ -84,15 +85,12 @@ def test_interrupted_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
     v1, _ = trained()
     ck = tmp_path / "run" / "checkpoints" / "last"
     save_checkpoint(ck, model_state=v1.state_dict(), train_state={"step": 1}, meta={"step": 1})
-    real_save = safetensors.torch.save_file
 
-    def dies_mid_write(tensors, filename, metadata=None):
-        real_save(tensors, filename, metadata=metadata)
-        with open(filename, "r+b") as f:
-            f.truncate(10)
-        raise OSError("disk full")
+    def dies_mid_write(path, data):
+        path.write_bytes(data[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", dies_mid_write)
+    monkeypatch.setattr(checkpoint, "_write_file", dies_mid_write)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(ck, model_state=net(3).state_dict(), train_state={"step": 2}, meta={"step": 2})
     monkeypatch.undo()

@@ -24,6 +24,14 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _table_cache(tmp_path_factory):
+    """A fresh user cache for this module: the first listing counts, later ones read it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def all_rows():
     """``resnetlab models --json`` over the whole zoo, run once for this module."""
@@ -71,6 +79,46 @@ def test_family_filter(capsys):
     code, out, _ = _run(capsys, "models", "--family", "wide", "--json")
     assert code == 0
     assert [r["name"] for r in json.loads(out)] == resnetlab.list_models("*wrn*")
+
+
+@pytest.mark.parametrize("family, expected", [
+    ("cifar", [n for n in resnetlab.list_models() if resnetlab.model_info(n)["family"] == "cifar"]),
+    ("preact", resnetlab.list_models("preact_resnet*")),
+    ("resnet-d", ["resnet18d", "resnet34d", "resnet50d", "resnet101d"]),
+    ("imagenet", [n for n in resnetlab.list_models()
+                  if resnetlab.model_info(n)["input_size"] == (3, 224, 224)]),
+    ("mlp", ["mlp_resnet", "plain_mlp"]),
+])
+def test_family_accepts_the_readme_groups(capsys, all_rows, family, expected):
+    code, out, _ = _run(capsys, "models", "--family", family, "--json")
+    assert code == 0
+    assert [r["name"] for r in json.loads(out)] == expected
+
+
+def test_wide_resnet_depth_is_the_papers_6n_plus_4(all_rows):
+    # Zagoruyko & Komodakis count the two downsampling projections: WRN-16-8 has n = 2
+    assert [all_rows[n]["depth"] for n in ("wrn16_8", "wrn28_10", "wrn40_4", "plain_wrn16_8")] \
+        == [16, 28, 40, 16]
+
+
+def test_a_second_listing_reads_the_cache_and_builds_nothing(capsys, all_rows, monkeypatch):
+    from resnetlab.cli import models as cli_models
+    from resnetlab.models import summary
+
+    assert cli_models.table_cache_path().is_file()  # written by the first listing
+    monkeypatch.setattr(summary, "model_summary", lambda name: pytest.fail(f"built {name}"))
+    code, out, _ = _run(capsys, "models", "--json")
+    assert code == 0 and {r["name"]: r for r in json.loads(out)} == all_rows
+
+
+def test_a_corrupt_cache_is_recounted(capsys, all_rows, monkeypatch):
+    from resnetlab.cli import models as cli_models
+
+    path = cli_models.table_cache_path()
+    path.write_text("{not json")
+    code, out, _ = _run(capsys, "models", "resnet20", "--json")
+    assert code == 0 and json.loads(out)[0]["params"] == all_rows["resnet20"]["params"]
+    assert json.loads(path.read_text())[0]["name"] == "mlp_resnet"  # rewritten whole
 
 
 @pytest.mark.parametrize("argv, message", [

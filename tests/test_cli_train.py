@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import cli, one_line_error
 from resnetlab.cli.app import main
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -25,23 +26,6 @@ needs_fmnist = pytest.mark.skipif(
 TINY = ["--model", "mlp_resnet", "--width-mult", "0.0625", "--set", "num_blocks=2",
         "--train-size", "512", "--val-size", "256", "--batch-size", "64", "--device", "cpu",
         "--no-download", "--no-progress"]
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    """Run ``resnetlab ARGV`` in-process; returns (exit status, stdout, stderr)."""
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as stop:
-        code = stop.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def steps_losses(run_dir: Path) -> list[float]:
@@ -69,7 +53,7 @@ def test_train_writes_a_complete_run_directory(trained):
         assert (trained / name).is_file() and (trained / name).stat().st_size > 0, name
     results = json.loads((trained / "results.json").read_text())
     assert results["split"] == "test" and results["num_samples"] == 10_000
-    assert results["tta"] is True  # configs/default.yaml evaluates with flip TTA
+    assert results["tta"] is True  # the default recipe evaluates with flip TTA
     assert Path(results["checkpoint"]).name == "best"
     assert results["steps"] == 8 and len(steps_losses(trained)) == 8
     assert 0.0 <= results["top1"] <= results["top5"] <= 1.0

@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from resnetlab.data import build_data, preprocess_inputs
-from resnetlab.data.readers import image_folder
-from resnetlab.data.readers.image_folder import decode_image, scan_folder
+from helpers import build
+from resnetlab.data import folders, preprocess_inputs
+from resnetlab.data.folders import scan_folder
+from resnetlab.data.readers.image import decode_image
 from resnetlab.utils.errors import ConfigError, DataError
 
 
@@ -96,12 +97,12 @@ def test_scan_sorted_classes_and_ignores_other_files(folder):
 
 
 def test_bad_files_error_names_the_path(bad_folder):
-    with pytest.raises(DataError, match=r"dog/(text|trunc)\.png: cannot read image .*on_bad_image=.skip."):
-        build_data(f"folder:{bad_folder}")
+    with pytest.raises(DataError, match=r"dog/(text|trunc)\.png: cannot read image .*--on-bad-image skip"):
+        build(f"folder:{bad_folder}")
 
 
 def test_bad_files_skipped_counted_and_reported(bad_folder):
-    bundle = build_data(f"folder:{bad_folder}", on_bad_image="skip", val_size=4, seed=1)
+    bundle = build(f"folder:{bad_folder}", on_bad_image="skip", val_size=4, seed=1)
     assert bundle.meta["skipped"] == 2 and len(bundle.skipped) == 2
     assert any("trunc.png" in s for s in bundle.skipped)
     assert any("text.png" in s for s in bundle.skipped)
@@ -119,7 +120,7 @@ def test_empty_class_and_mismatched_validation_classes(tmp_path, folder):
         scan_folder(tmp_path / "t" / "a")
     val = make_folder(tmp_path / "val", classes=("cat", "cow"))
     with pytest.raises(DataError, match=r"val: classes differ .*missing \['dog'\], extra \['cow'\]"):
-        build_data(f"folder:{folder}", val_dir=val)
+        build(f"folder:{folder}", val_dir=val)
 
 
 def _batches(bundle, epoch=0):
@@ -134,8 +135,8 @@ def _same(a, b):
 def test_streaming_matches_in_memory(folder):
     kwargs = {"batch_size": 4, "val_size": 6, "seed": 3, "augment": "crop:2,flip,erase:0.5",
               "in_chans": 1, "image_size": 8}
-    memory = build_data(f"folder:{folder}", in_memory=True, **kwargs)
-    stream = build_data(f"folder:{folder}", in_memory=False, num_workers=2, **kwargs)
+    memory = build(f"folder:{folder}", in_memory=True, **kwargs)
+    stream = build(f"folder:{folder}", in_memory=False, num_workers=2, **kwargs)
     assert stream.meta["streamed"] and not memory.meta["streamed"]
     assert memory.meta["mean"] == stream.meta["mean"]
     assert _same(_batches(memory, 1), _batches(stream, 1))
@@ -143,28 +144,28 @@ def test_streaming_matches_in_memory(folder):
 
 
 def test_cache_is_written_then_reused_without_decoding(folder, tmp_path, monkeypatch):
-    first = build_data(f"folder:{folder}", cache_dir=tmp_path, batch_size=4, seed=2)
+    first = build(f"folder:{folder}", cache_dir=tmp_path, batch_size=4, seed=2)
     assert len(list(tmp_path.glob("train-*.npy"))) == 1
-    monkeypatch.setattr(image_folder, "decode_image",
+    monkeypatch.setattr(folders, "decode_image",
                         lambda *a: pytest.fail("decoded although the cache is valid"))
-    again = build_data(f"folder:{folder}", cache_dir=tmp_path, batch_size=4, seed=2)
+    again = build(f"folder:{folder}", cache_dir=tmp_path, batch_size=4, seed=2)
     assert _same(_batches(first), _batches(again))
-    memmapped = build_data(f"folder:{folder}", cache_dir=tmp_path, batch_size=4, seed=2,
+    memmapped = build(f"folder:{folder}", cache_dir=tmp_path, batch_size=4, seed=2,
                            in_memory=False)  # too large for memory: reads the cache file
     assert memmapped.meta["streamed"] and _same(_batches(first), _batches(memmapped))
 
 
 def test_cache_remembers_bad_files(bad_folder, tmp_path):
-    build_data(f"folder:{bad_folder}", cache_dir=tmp_path, on_bad_image="skip")
+    build(f"folder:{bad_folder}", cache_dir=tmp_path, on_bad_image="skip")
     with pytest.raises(DataError, match=r"trunc\.png|text\.png"):
-        build_data(f"folder:{bad_folder}", cache_dir=tmp_path)
+        build(f"folder:{bad_folder}", cache_dir=tmp_path)
 
 
 def test_train_val_test_layout_and_prediction_inputs(tmp_path):
     root = tmp_path / "ds"
     for split in ("train", "val", "test"):
         make_folder(root / split)
-    bundle = build_data(f"folder:{root}", in_chans=1, image_size=(9, 7), eval_batch_size=5)
+    bundle = build(f"folder:{root}", in_chans=1, image_size=(9, 7), eval_batch_size=5)
     assert bundle.train.num_samples == 22 and bundle.val.num_samples == 22
     assert bundle.test is not None and bundle.test.num_samples == 22
     x, labels = preprocess_inputs([root / "val"], bundle.meta)
@@ -180,9 +181,9 @@ def test_train_val_test_layout_and_prediction_inputs(tmp_path):
 
 
 def test_option_errors(folder):
-    with pytest.raises(ConfigError, match="on_bad_image"):
-        build_data(f"folder:{folder}", on_bad_image="ignore")
+    with pytest.raises(ConfigError, match="--on-bad-image 'ignore'"):
+        build(f"folder:{folder}", on_bad_image="ignore")
     with pytest.raises(ConfigError, match="--in-chans 2"):
-        build_data(f"folder:{folder}", in_chans=2)
+        build(f"folder:{folder}", in_chans=2)
     with pytest.raises(ConfigError, match="--train-size 500"):
-        build_data(f"folder:{folder}", train_size=500)
+        build(f"folder:{folder}", train_size=500)

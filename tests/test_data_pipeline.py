@@ -17,7 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from resnetlab.data import build_data, datasets, preprocess_inputs
+from helpers import build
+from resnetlab.data import datasets, preprocess_inputs
 from resnetlab.data.datasets import DATASETS, load_named, locate
 from resnetlab.data.splits import stratified_take
 from resnetlab.utils.errors import ConfigError, DataError
@@ -57,7 +58,7 @@ def mnist_dir(tmp_path):
 
 def mnist(data_dir, **kw):
     kw = {"val_size": 50, "batch_size": 32, "eval_batch_size": 40, "download": False, **kw}
-    return build_data("mnist", data_dir=data_dir, **kw)
+    return build("mnist", data_dir=data_dir, **kw)
 
 
 def collect(batches):
@@ -139,7 +140,7 @@ def test_resolution_order_data_dir_then_env(tmp_path, monkeypatch):
 def test_not_found_error_lists_places_and_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNETLAB_DATA", str(tmp_path / "env"))
     with pytest.raises(DataError) as err:
-        build_data("kmnist", data_dir=tmp_path / "nowhere")
+        build("kmnist", data_dir=tmp_path / "nowhere")
     message = str(err.value)
     assert "\n" not in message
     assert f"--data-dir {tmp_path / 'nowhere'}" in message and "$RESNETLAB_DATA" in message
@@ -162,7 +163,7 @@ def test_failed_download_is_reported(tmp_path, monkeypatch):
 
 def test_unknown_name_suggests():
     with pytest.raises(ConfigError, match=r"'fashion_mnist' is unknown; did you mean fashion-mnist"):
-        build_data("fashion_mnist")
+        build("fashion_mnist")
 
 
 def test_download_verifies_checksum(tmp_path, monkeypatch):
@@ -190,7 +191,7 @@ def test_cifar_named_from_binary_batches(tmp_path):
         rows = rng.integers(0, 256, (20, 3073), dtype=np.uint8)
         rows[:, 0] = np.arange(20) % 10
         (folder / name).write_bytes(rows.tobytes())
-    bundle = build_data("cifar10", data_dir=tmp_path, val_size=10, batch_size=16, download=False)
+    bundle = build("cifar10", data_dir=tmp_path, val_size=10, batch_size=16, download=False)
     assert bundle.input_shape == (3, 32, 32) and bundle.classes[0] == "airplane"
     assert bundle.meta["augment"] == "crop:4,flip" and len(bundle.meta["mean"]) == 3
     assert (bundle.train.num_samples, bundle.test.num_samples) == (90, 20)
@@ -220,7 +221,7 @@ def test_real_fashion_mnist():
     data = load_named("fashion-mnist", download_ok=False)
     assert data.train[0].shape == (60000, 1, 28, 28) and len(data.test[1]) == 10000
     assert len(data.classes) == 10 and np.bincount(data.train[1]).tolist() == [6000] * 10
-    bundle = build_data("fashion-mnist", download=False)
+    bundle = build("fashion-mnist", download=False)
     assert (bundle.train.num_samples, bundle.val.num_samples) == (55000, 5000)
     assert bundle.classes[0] == "T-shirt/top" and abs(bundle.meta["mean"][0] - 0.286) < 0.002
 
@@ -234,7 +235,7 @@ def test_real_fashion_mnist():
 ])
 def test_options_that_would_be_ignored_are_refused(name, kwargs, flag):
     with pytest.raises(ConfigError, match=flag):
-        build_data(name, **kwargs)
+        build(name, **kwargs)
 
 
 def test_cifar_archive_is_verified_and_extracted_safely(tmp_path, monkeypatch):
@@ -252,7 +253,7 @@ def test_cifar_archive_is_verified_and_extracted_safely(tmp_path, monkeypatch):
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     monkeypatch.setitem(DATASETS, "cifar10", replace(
         DATASETS["cifar10"], files={"cifar-10-binary.tar.gz": md5}))
-    bundle = build_data("cifar10", data_dir=tmp_path / "data", val_size=5, download=False)
+    bundle = build("cifar10", data_dir=tmp_path / "data", val_size=5, download=False)
     assert bundle.train.num_samples == 45 and bundle.test.num_samples == 10
     assert not (tmp_path / "data" / "evil").exists() and not (tmp_path / "evil").exists()
     monkeypatch.setitem(DATASETS, "cifar10", replace(

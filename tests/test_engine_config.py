@@ -77,3 +77,37 @@ def test_overrides_are_typed_and_parsed():
 def test_bad_overrides(key, value, match):
     with pytest.raises(ConfigError, match=match):
         apply_overrides(RunConfig(), {key: value}, source="--set")
+
+
+@pytest.mark.parametrize("key, value, flag", [
+    ("optim.lr", "nan", "--lr"), ("optim.lr", "inf", "--lr"), ("optim.lr", -1, "--lr"),
+    ("optim.lr", 0, "--lr"), ("optim.weight_decay", "nan", "--weight-decay"),
+    ("optim.weight_decay", -0.1, "--weight-decay"), ("optim.momentum", 1.0, "--momentum"),
+    ("optim.momentum", -0.5, "--momentum"), ("optim.eps", 0, "--eps"),
+    ("train.epochs", 0, "--epochs"), ("train.epochs", -3, "--epochs"),
+    ("train.label_smoothing", "nan", "--label-smoothing"), ("train.ema_decay", 1.0, "--ema"),
+    ("train.clip_grad_norm", "inf", "--clip-grad"), ("train.max_steps", 0, "--max-steps"),
+    ("train.max_nonfinite_steps", 0, "--max-nonfinite-steps"),
+    ("schedule.gamma", "nan", "--gamma"), ("schedule.warmup_frac", 1.5, "--warmup-frac"),
+    ("schedule.milestones", "[10, .nan]", "--milestones"), ("data.batch_size", 0, "--batch-size"),
+    ("data.val_size", 1.5, "--val-size"), ("data.val_size", -2, "--val-size"),
+    ("data.on_bad_image", "ignore", "--on-bad-image"),
+])
+def test_non_finite_and_out_of_range_values_are_refused(key, value, flag):
+    """A NaN/inf or out-of-range hyper-parameter never reaches training (issue 8: a NaN lr
+    used to train to a NaN "best" checkpoint with exit status 0)."""
+    with pytest.raises(ConfigError, match=flag):
+        apply_overrides(RunConfig(), {key: value}, source="flags")
+
+
+def test_yaml_with_a_nan_learning_rate_names_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("optim:\n  lr: .nan\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: optim\.lr"):
+        RunConfig.from_yaml(path)
+
+
+def test_val_size_is_a_count_or_a_fraction():
+    assert apply_overrides(RunConfig(), {"data.val_size": 500.0}).data.val_size == 500
+    assert apply_overrides(RunConfig(), {"data.val_size": "0.1"}).data.val_size == 0.1
+    assert RunConfig().data.val_size is None and RunConfig().data.augment is None

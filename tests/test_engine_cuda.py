@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from resnetlab.checkpoint import load_checkpoint
-from resnetlab.engine import TrainingDiverged, fit
-from resnetlab.engine.loop import _Trainer
+from resnetlab.engine import TrainingDiverged, fit, loop, open_session
 from test_engine_loop import NUM_CLASSES, CrashAfter, SeededLoader, blobs, config, small_net
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -48,19 +47,19 @@ def test_trains_on_cuda_in_each_precision(tmp_path, precision):
 def test_training_step_never_waits_for_the_gpu(tmp_path):
     cfg = cuda_config(epochs=1, precision="bf16", ema_decay=0.99, label_smoothing=0.1)
     x, y = gpu_data()
-    trainer = _Trainer(small_net(), SeededLoader(x, y, 32), None, cfg, tmp_path, NUM_CLASSES,
-                       {}, None, False, None)
+    session = open_session(small_net(), SeededLoader(x, y, 32), None, cfg, tmp_path,
+                           num_classes=NUM_CLASSES, progress=False)
     batch = (x[:32], y[:32])
-    trainer._train_step(*batch)  # warm-up: lazy CUDA/cuDNN initialisation may synchronise
-    trainer._drain()
+    loop.train_step(session, *batch)  # warm-up: lazy CUDA/cuDNN initialisation may synchronise
+    loop._drain(session)
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(5):
-            trainer._train_step(*batch)
+            loop.train_step(session, *batch)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    trainer._drain()
-    assert trainer.guard.total == 0 and trainer.state.epoch_count == 6 * 32
+    loop._drain(session)
+    assert session.guard.total == 0 and session.state.epoch_count == 6 * 32
 
 
 def test_nan_streak_on_cuda_is_skipped_on_device_and_stops(tmp_path):

@@ -24,9 +24,12 @@ def test_pyproject_states_the_layers_contract():
     assert {"layers", "forbidden"} <= kinds
     layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
     flat = " ".join(layers)
-    for package in ("cli", "analysis", "deploy", "models", "data", "engine", "layers", "utils",
-                    "registry"):
+    for package in ("cli", "run", "analysis", "deploy", "models", "data", "engine", "layers",
+                    "utils"):
         assert f"resnetlab.{package}" in flat
+    # the registry sits inside models/, below every builder
+    inner = [c for c in config["contracts"] if c.get("containers") == ["resnetlab.models"]]
+    assert inner and inner[0]["layers"][-1].startswith("registry")
 
 
 def test_import_contracts_are_kept():

@@ -613,7 +613,7 @@ def test_structural_errors_name_the_argument():
 def test_load_weights_from_safetensors_and_wrapped_pth(tmp_path):
     from safetensors.torch import save_file
 
-    from resnetlab.models import load_weights
+    from resnetlab.transfer import load_weights
 
     torch.manual_seed(1)
     source = resnetlab.create_model("resnet18", num_classes=7)
@@ -629,7 +629,7 @@ def test_load_weights_from_safetensors_and_wrapped_pth(tmp_path):
 
 
 def test_load_weights_head_mismatch_and_drop_head(tmp_path):
-    from resnetlab.models import load_weights
+    from resnetlab.transfer import load_weights
     from resnetlab.utils.errors import DataError
 
     torch.save(resnetlab.create_model("resnet20").state_dict(), tmp_path / "r20.pt")
@@ -648,7 +648,7 @@ class _Payload:  # stands for any pickled object that is not a tensor
 
 
 def test_load_weights_refuses_pickled_objects_and_unknown_formats(tmp_path):
-    from resnetlab.models import load_weights
+    from resnetlab.transfer import load_weights
     from resnetlab.utils.errors import DataError
 
     torch.save({"conv1.weight": torch.zeros(1), "evil": _Payload()}, tmp_path / "bad.pth")

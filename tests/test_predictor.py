@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 import resnetlab
+from helpers import build
 from resnetlab.checkpoint import save_checkpoint
-from resnetlab.data import build_data, preprocess_inputs
+from resnetlab.data import preprocess_inputs
 from resnetlab.deploy import BACKENDS, Predictor, TorchBackend, load_model, load_predictor
 from resnetlab.utils.errors import ConfigError, DataError
 
@@ -35,7 +36,7 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checkpoint(folder, tmp_path_factory):
     """A resnetlab checkpoint directory as the trainer writes it (meta: model, data, classes)."""
-    bundle = build_data(f"folder:{folder}", batch_size=8, download=False)
+    bundle = build(f"folder:{folder}", batch_size=8, download=False)
     torch.manual_seed(0)
     model = resnetlab.create_model(**{k: v for k, v in ARGS.items() if k != "name"},
                                    name=ARGS["name"]).eval()
@@ -115,8 +116,13 @@ def test_bare_weights_with_model_arguments(checkpoint, tmp_path, folder):
     with pytest.raises(DataError, match="conv1.weight"):  # mismatched channels: one line
         load_model(weights, model="resnet20", in_chans=3)
     predictor = load_predictor(weights, model="resnet20", device="cpu")
-    with pytest.raises(ConfigError, match="--data"):
-        predictor.predict([folder])
+    # a grey CIFAR-family net gets the Fashion-MNIST preset, and says so once
+    assert predictor.data_meta["preset"] == "fashion-mnist" and len(predictor.notices) == 1
+    assert len(predictor.predict([folder / "class2"], k=1)) == 6
+    mlp = resnetlab.create_model("mlp_resnet", num_classes=4, in_features=8)
+    safetensors.torch.save_file(mlp.state_dict(), tmp_path / "mlp.safetensors")
+    with pytest.raises(ConfigError, match="--data"):  # tables have no preset
+        load_predictor(tmp_path / "mlp.safetensors", model="mlp_resnet").predict([folder])
     with_meta = load_predictor(weights, model="resnet20", device="cpu", data_meta=bundle.meta)
     assert with_meta.classes == bundle.classes
     assert len(with_meta.predict([folder / "class2"], k=1)) == 6
@@ -150,7 +156,7 @@ def test_backends_are_pluggable(checkpoint):
     probs = predictor.probabilities(torch.zeros(7, 1, 16, 16))
     assert calls == [3, 3, 1] and torch.allclose(probs, torch.full((7, 4), 0.25))
     assert "torch" in BACKENDS
-    with pytest.raises(ConfigError, match="--backend"):
-        load_predictor(checkpoint[0], backend="nope")
+    with pytest.raises(ConfigError, match="--runtime"):
+        load_predictor(checkpoint[0], runtime="nope")
     logits = TorchBackend(loaded.model, "cpu")(torch.zeros(2, 1, 16, 16))
     assert logits.shape == (2, 4) and logits.dtype == torch.float32

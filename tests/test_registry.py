@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import resnetlab
-from resnetlab.registry import UnknownModelError
+from resnetlab.models.registry import UnknownModelError
 from resnetlab.utils.errors import ConfigError, UserError
 
 ALL = resnetlab.list_models()

@@ -15,6 +15,11 @@ Atomicity: a save writes ``.NAME.tmp-PID/`` (each file fsynced), renames the old
 ``.NAME.old``, renames the new one into place and deletes the old one.  A crash at any point
 leaves either ``NAME`` or ``.NAME.old`` complete; :func:`load_checkpoint` falls back to the
 latter, so the previous checkpoint stays loadable.
+
+Refusals: a save whose floating-point tensors hold NaN/inf writes nothing
+(:class:`NonFiniteError`), so a "last" or "best" checkpoint is always finite; a full or read-only
+disk is a one-line :class:`StorageError` naming the checkpoint, and the previous one survives.
+A damaged ``meta.json`` or ``train_state.json`` is a :class:`DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -34,10 +39,10 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from resnetlab.utils.errors import DataError
+from resnetlab.utils.errors import DataError, NonFiniteError, storage_error
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint_dir",
-           "encode_state", "decode_state"]
+           "read_meta", "nonfinite_tensors", "encode_state", "decode_state"]
 
 FORMAT = "resnetlab-checkpoint"
 FORMAT_VERSION = 1
@@ -90,19 +95,81 @@ def _listing(kind: str, keys: list[str]) -> str:
 
 
 def save_checkpoint(dir: str | Path, *, model_state: Mapping[str, torch.Tensor],
-                    train_state: dict[str, Any] | None = None, meta: dict[str, Any]) -> None:
+                    train_state: dict[str, Any] | None = None, meta: dict[str, Any],
+                    check_finite: bool = True) -> None:
     """Write a checkpoint directory atomically (see the module docstring).
 
     ``model_state`` is saved as-is (keys must be the model's own: pass the unwrapped module's
-    ``state_dict()``).  ``meta`` must be JSON-serialisable.
+    ``state_dict()``).  ``meta`` must be JSON-serialisable.  Nothing is written, and the
+    previous checkpoint at ``dir`` stays as it was, when a floating-point tensor (weights or
+    training state) holds NaN/inf (:class:`NonFiniteError`, unless ``check_finite=False``) or
+    when the disk is full or not writable (:class:`StorageError`).
     """
     dir = Path(dir)
+    files = _serialise(dir, model_state, train_state, meta, check_finite)
+    try:
+        _write_atomically(dir, files)
+    except OSError as err:
+        raise storage_error(err, dir, "saving a checkpoint", note=_kept(dir)) from None
+
+
+def _serialise(dir: Path, model_state: Mapping[str, torch.Tensor],
+               train_state: dict[str, Any] | None, meta: dict[str, Any],
+               check_finite: bool) -> dict[str, bytes]:
+    """The checkpoint's files as bytes, so that a refusal happens before anything is written."""
+    weights = {k: _to_saveable(v) for k, v in model_state.items()}
+    tensors: dict[str, torch.Tensor] = {}
+    encoded = encode_state(train_state, tensors) if train_state is not None else None
+    if check_finite:
+        _refuse_nonfinite(dir, weights, tensors)
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+    if train_state is not None:  # lets a load notice a train_state.json that lost keys
+        header["train_state_keys"] = sorted(train_state)
+    meta_text = json.dumps(header, indent=1, sort_keys=True)
+    files = {WEIGHTS: safetensors.torch.save(weights, metadata={"resnetlab": meta_text}),
+             META: meta_text.encode("utf-8")}
+    if encoded is not None:
+        files[STATE_TENSORS] = safetensors.torch.save(tensors)
+        files[STATE_JSON] = json.dumps(encoded).encode("utf-8")
+    return files
+
+
+def nonfinite_tensors(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors in ``tensors`` that hold a NaN or inf."""
+    return [k for k, t in tensors.items()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _refuse_nonfinite(dir: Path, weights: Mapping[str, torch.Tensor],
+                      state_tensors: Mapping[str, torch.Tensor]) -> None:
+    bad = nonfinite_tensors(weights)
+    bad_state = [k.removeprefix("s.") for k in nonfinite_tensors(state_tensors)]
+    if not bad and not bad_state:
+        return
+    parts = [f"{len(bad)} of {len(weights)} weight tensors ({_names(bad)})" if bad else "",
+             f"{len(bad_state)} training-state tensors ({_names(bad_state)})" if bad_state else ""]
+    raise NonFiniteError(
+        f"{dir}: checkpoint not saved: {' and '.join(p for p in parts if p)} hold NaN/inf, so "
+        f"the training diverged (try a lower --lr, --clip-grad or --precision fp32); {_kept(dir)}")
+
+
+def _kept(dir: Path) -> str:
+    """What a failed save left at ``dir`` (an earlier checkpoint is never touched)."""
+    return "the previous checkpoint there is unchanged" if resolve_checkpoint_dir(dir) else "nothing was written"
+
+
+def _names(keys: list[str]) -> str:
+    return ", ".join(keys[:3]) + (f" +{len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def _write_atomically(dir: Path, files: Mapping[str, bytes]) -> None:
     dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(dir)
     tmp = dir.with_name(f".{dir.name}.tmp-{os.getpid()}")
     try:
         tmp.mkdir()
-        _write_contents(tmp, model_state, train_state, meta)
+        for name, data in files.items():
+            _write_file(tmp / name, data)
         _fsync(tmp)
         old = _old(dir)
         if dir.exists():
@@ -115,31 +182,19 @@ def save_checkpoint(dir: str | Path, *, model_state: Mapping[str, torch.Tensor],
         raise
 
 
-def _write_contents(tmp: Path, model_state: Mapping[str, torch.Tensor],
-                    train_state: dict[str, Any] | None, meta: dict[str, Any]) -> None:
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
-    meta_text = json.dumps(meta, indent=1, sort_keys=True)
-    weights = {k: _to_saveable(v) for k, v in model_state.items()}
-    safetensors.torch.save_file(weights, tmp / WEIGHTS, metadata={"resnetlab": meta_text})
-    _write_text(tmp / META, meta_text)
-    if train_state is not None:
-        tensors: dict[str, torch.Tensor] = {}
-        encoded = encode_state(train_state, tensors)
-        safetensors.torch.save_file(tensors, tmp / STATE_TENSORS)
-        _write_text(tmp / STATE_JSON, json.dumps(encoded))
-    for file in tmp.iterdir():
-        file.chmod(0o644)  # safetensors creates its files owner-only; runs are meant to be shared
-        _fsync(file)
+def _write_file(path: Path, data: bytes) -> None:
+    """Write and fsync one file.  Written here rather than by ``safetensors.save_file`` so a
+    full disk surfaces as an ``OSError`` with its errno (ENOSPC), also from the fsync."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    path.chmod(0o644)  # runs are meant to be shared, whatever the umask
 
 
 def _to_saveable(t: torch.Tensor) -> torch.Tensor:
     # safetensors refuses shared or strided storage; clone() also detaches from the live model
     return t.detach().to("cpu", copy=True).contiguous()
-
-
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 def _fsync(path: Path) -> None:
@@ -263,50 +318,108 @@ def _load_dir(dir: Path, with_state: bool) -> Checkpoint:
 
 
 def _load_safetensors(path: Path, with_state: bool) -> Checkpoint:
+    header = _header(path)
     try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
         weights = safetensors.torch.load_file(str(path))
     except (OSError, safetensors.SafetensorError) as err:
         raise DataError(f"{path}: not a readable safetensors file ({err})") from None
     meta = _read_meta(path, header)
-    state = _read_train_state(path.parent) if with_state and path.name == WEIGHTS else None
+    state = None
+    if with_state and path.name == WEIGHTS:
+        state = _read_train_state(path.parent, meta.get("train_state_keys", []))
     return Checkpoint(_strip_prefixes(weights), state, meta, path.parent if path.name == WEIGHTS else path)
 
 
+def _header(path: Path) -> Mapping[str, str]:
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (OSError, safetensors.SafetensorError) as err:
+        raise DataError(f"{path}: not a readable safetensors file ({err})") from None
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The meta dict of a checkpoint directory or ``.safetensors`` file, without its tensors.
+
+    A ``meta.json`` that is damaged (not JSON, not UTF-8, not a mapping) is a
+    :class:`DataError` naming it, also when the weights' header holds a good copy.
+    """
+    path = Path(path)
+    file = path / WEIGHTS if path.is_dir() else path
+    return _read_meta(file, _header(file))
+
+
 def _read_meta(path: Path, header: Mapping[str, str]) -> dict[str, Any]:
+    """The header's copy of the meta, else a sidecar JSON file; every copy present must parse."""
     sidecars = [path.parent / META, path.with_suffix(".json")] if path.name == WEIGHTS else [path.with_suffix(".json")]
-    for text in [header.get("resnetlab")] + [p.read_text() for p in sidecars if p.is_file()]:
-        if text:
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError:
-                raise DataError(f"{path}: its metadata is not valid JSON") from None
-    return {}
+    copies = [_parse_meta(header["resnetlab"], f"{path} (header)")] if header.get("resnetlab") else []
+    copies += [_parse_meta(_read_text(p), str(p)) for p in sidecars if p.is_file()]
+    return copies[0] if copies else {}
 
 
-def _read_train_state(dir: Path) -> dict[str, Any] | None:
-    if not (dir / STATE_JSON).is_file():
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: unreadable checkpoint metadata ({err}); restore it from a "
+                        "backup or start a new run") from None
+
+
+def _parse_meta(text: str, where: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(text)
+    except ValueError as err:
+        raise DataError(f"{where}: checkpoint metadata is not valid JSON ({err}); restore it "
+                        "from a backup or start a new run") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{where}: checkpoint metadata is not a JSON object; restore it from a "
+                        "backup or start a new run")
+    return meta
+
+
+def _read_train_state(dir: Path, expected: list[str]) -> dict[str, Any] | None:
+    file = dir / STATE_JSON
+    if not file.is_file():
         return None
+    fix = f"restore it, or start a new run (the weights in {dir} still work for eval and predict)"
     try:
         tensors = safetensors.torch.load_file(str(dir / STATE_TENSORS))
-        return decode_state(json.loads((dir / STATE_JSON).read_text()), tensors)
-    except (OSError, ValueError, KeyError, safetensors.SafetensorError) as err:
-        raise DataError(f"{dir}: training state is damaged ({err}); resume from another run") from None
+        state = decode_state(json.loads(file.read_text(encoding="utf-8")), tensors)
+    except (OSError, ValueError, KeyError, TypeError, safetensors.SafetensorError) as err:
+        raise DataError(f"{file}: training state is damaged ({err}); {fix}") from None
+    missing = [k for k in expected if k not in state] if isinstance(state, dict) else expected
+    if not isinstance(state, dict) or not state or missing:
+        what = f"missing {', '.join(missing)}" if missing else "it holds no training state"
+        raise DataError(f"{file}: training state is damaged ({what}); {fix}")
+    return state
 
 
 def _load_torch(path: Path) -> Checkpoint:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError for anything beyond tensors and containers
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path}: refused or unreadable as weights-only torch file ({first}); "
-                        "convert it to .safetensors") from None
+        raise DataError(f"{path}: refused or unreadable as weights-only torch file "
+                        f"({_refusal_reason(err)}); if you trust where it came from, re-save "
+                        "only its tensors (safetensors.torch.save_file(model.state_dict(), "
+                        "'w.safetensors')) or run `resnetlab convert`") from None
     state = _find_state_dict(obj)
     if state is None:
         raise DataError(f"{path}: no state_dict inside (looked at the top level and under "
                         "'state_dict', 'model', 'model_state_dict', 'module', 'ema')")
     return Checkpoint(_strip_prefixes(state), None, {}, path)
+
+
+def _refusal_reason(err: Exception) -> str:
+    """Why torch refused a file, without passing on torch's advice to unpickle it fully."""
+    import pickle
+    import re
+
+    if isinstance(err, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        return (f"it holds Python objects besides tensors{f' ({found.group(1)})' if found else ''}"
+                ", and unpickling them could run code")
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return type(err).__name__ if "weights_only" in first else first[:160]
 
 
 def _find_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:

@@ -18,7 +18,8 @@ from typing import Any
 
 from resnetlab.utils.errors import DataError
 
-__all__ = ["read_metrics", "plot_curves", "plot_confusion"]
+__all__ = ["read_metrics", "plot_curves", "plot_confusion", "plot_gradflow", "plot_lesions",
+           "plot_explanations"]
 
 # Beyond this many classes cell annotations become unreadable at any sensible figure size.
 _ANNOTATE_MAX_CLASSES = 20
@@ -193,3 +194,116 @@ def _annotate(ax, shown: list[list[float]], normalize: bool) -> None:
             # White text on dark cells keeps contrast on the Blues colour map.
             color = "white" if value > 0.6 * peak else "black"
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
+
+
+# -- analysis figures: gradient flow, lesions, explanations -----------------------------------
+
+def _positive_finite(values: Sequence[float]) -> tuple[list[int], list[float], list[int]]:
+    """Indices and values that a log axis can show, and the indices of non-finite values
+    (drawn as markers, never as zeros)."""
+    keep = [(i, v) for i, v in enumerate(values) if math.isfinite(v) and v > 0]
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    return [i for i, _ in keep], [v for _, v in keep], bad
+
+
+def _log_series(ax, values: Sequence[float], label: str, style: str, color: str) -> None:
+    xs, ys, bad = _positive_finite(values)
+    line = ax.plot(xs, ys, style, ms=2.5, lw=1.2, label=label, color=color)[0]
+    if bad:
+        top = max(ys) if ys else 1.0
+        ax.plot(bad, [top * 3] * len(bad), "x", color=line.get_color(), ms=6,
+                label=f"{label}: non-finite ({len(bad)})")
+
+
+def plot_gradflow(flows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
+                  title: str | None = None) -> Path:
+    """Log-scale gradient flow of several models (plain dashed, residual solid); returns ``path``.
+
+    Each flow is a dict with ``label``, ``layers`` (rows with ``weight_grad_norm``, ``skip``,
+    ``type``) and ``blocks`` (rows with ``input_grad_norm``, ``act_rms``, ``branch_skip_ratio``).
+    """
+    fig = _figure(13.0, 7.0)
+    axes = fig.subplots(2, 2).flatten()
+    panels = [("weight-gradient norm per conv layer", "layer (depth order)"),
+              ("gradient norm w.r.t. block input", "block"),
+              ("activation RMS of block output", "block"),
+              ("residual-branch / skip output norm", "block")]
+    for i, flow in enumerate(flows):
+        # one colour per model in every panel; plain nets dashed
+        style, color = ("--o" if "plain" in flow["label"] else "-o"), f"C{i % 10}"
+        convs = [r["weight_grad_norm"] for r in flow["layers"] if not r.get("skip") and r.get("type", "conv") == "conv"]
+        _log_series(axes[0], convs, flow["label"], style, color)
+        _log_series(axes[1], [r["input_grad_norm"] for r in flow["blocks"]], flow["label"], style, color)
+        _log_series(axes[2], [r["act_rms"] for r in flow["blocks"]], flow["label"], style, color)
+        if "plain" not in flow["label"]:
+            _log_series(axes[3], [r["branch_skip_ratio"] for r in flow["blocks"]], flow["label"], style, color)
+    for ax, (name, xlabel) in zip(axes, panels, strict=True):
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3, which="both")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_lesions(studies: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Accuracy with each block removed (downsampling blocks marked) and against the number of
+    blocks removed (mean and range over draws), one line per model; returns ``path``."""
+    fig = _figure(12.0, 4.0)
+    ax1, ax2 = fig.subplots(1, 2)
+    for s in studies:
+        acc = [100 * r["accuracy"] for r in s["single"]]
+        line = ax1.plot(range(len(acc)), acc, "-o", ms=3, label=s["label"])[0]
+        down = [r["index"] for r in s["single"] if r["downsampling"]]
+        ax1.plot(down, [acc[i] for i in down], "s", mfc="none", ms=9, color=line.get_color(),
+                 label=f"{s['label']}: downsampling block")
+        ax1.axhline(100 * s["baseline"], color=line.get_color(), lw=0.8, ls=":")
+        ks = sorted({r["k"] for r in s["multi"]})
+        by_k = [[100 * r["accuracy"] for r in s["multi"] if r["k"] == k] for k in ks]
+        means = [sum(v) / len(v) for v in by_k]
+        ax2.errorbar([0, *ks], [100 * s["baseline"], *means], fmt="-o", ms=3, capsize=3,
+                     yerr=[[0, *(m - min(v) for m, v in zip(means, by_k, strict=True))],
+                           [0, *(max(v) - m for m, v in zip(means, by_k, strict=True))]],
+                     label=s["label"], color=line.get_color())
+    ax1.set(xlabel="removed block (index in forward order)", ylabel="accuracy (%)",
+            title="one block removed (dotted: intact)")
+    ax2.set(xlabel="number of random blocks removed", ylabel="accuracy (%)",
+            title="k blocks removed (mean, min-max over draws)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _show_image(ax, image) -> None:
+    img = image.permute(1, 2, 0).cpu().numpy() if hasattr(image, "permute") else image
+    if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(img, vmin=0, vmax=1)
+    ax.set_axis_off()
+
+
+def plot_explanations(images, maps, titles: Sequence[str], path: str | os.PathLike, *,
+                      ncols: int = 8, with_image: bool = True) -> Path:
+    """A grid of heat-map overlays: ``images`` (N, C, H, W) in [0, 1], ``maps`` (N, H, W) in
+    [0, 1]; each cell shows the image and, next to it, the overlay titled ``titles[i]``."""
+    n = len(images)
+    per = 2 if with_image else 1
+    cols = max(1, min(ncols, n)) * per
+    rows = math.ceil(n * per / cols)
+    fig = _figure(1.5 * cols, 1.7 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).flatten()
+    for ax in axes:
+        ax.set_axis_off()
+    for i in range(n):
+        if with_image:
+            _show_image(axes[per * i], images[i])
+        ax = axes[per * i + per - 1]
+        _show_image(ax, images[i])
+        ax.imshow(maps[i].cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        ax.set_title(titles[i], fontsize=6)
+    return _save(fig, path)

@@ -27,6 +27,9 @@ COMMANDS: list[tuple[str, str]] = [
     ("train", "train"),
     ("eval", "eval"),
     ("predict", "predict"),
+    ("export", "export"),
+    ("report", "report"),
+    ("convert", "convert"),
 ]
 
 
@@ -40,6 +43,7 @@ def _root() -> None:
 for module_name, command_name in COMMANDS:
     module = importlib.import_module(f"resnetlab.cli.{module_name}")
     app.command(command_name)(module.command)
+app.add_typer(importlib.import_module("resnetlab.cli.analyze").app, name="analyze")  # a group
 
 
 def main(argv: list[str] | None = None) -> None:

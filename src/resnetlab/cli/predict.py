@@ -1,9 +1,15 @@
-"""``resnetlab predict``: top-k classes with probabilities for image files, folders or CSV rows."""
+"""``resnetlab predict``: top-k classes with probabilities for image files, folders or CSV rows.
+
+Results are printed as each batch is computed (memory stays flat in the number of inputs); the
+throughput, skipped files and notices go to stderr at the end.
+"""
 
 from __future__ import annotations
 
 import csv
-import io
+import json
+import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -16,20 +22,21 @@ _W = weights_options()
 
 
 def command(
-    source: Annotated[Path, typer.Argument(help="Run directory, checkpoint directory, or .safetensors/.pt/.pth weights.", show_default=False)],
+    source: Annotated[Path, typer.Argument(help="Run directory, checkpoint directory, .onnx export, or .safetensors/.pt/.pth weights.", show_default=False)],
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively); CSV files for table models.", show_default=False)],
     top_k: Annotated[int, Opt("--top-k", "-k", help="Classes to show per input.")] = 5,
-    json_out: Annotated[bool, Opt("--json", help="Print JSON (one object per input).")] = False,
+    json_out: Annotated[bool, Opt("--json", help="Print a JSON array (one object per input, streamed).")] = False,
     csv_out: Annotated[bool, Opt("--csv", help="Print CSV rows: input, rank, class, index, prob.")] = False,
-    device: Annotated[str, Opt(help="auto, cpu, cuda, mps.")] = "auto",
-    precision: Annotated[str, Opt(help="fp32, bf16, fp16 or auto.")] = "fp32",
-    batch_size: Annotated[int, Opt(help="Inputs per forward pass.")] = 256,
-    backend: Annotated[str, Opt(help="Inference backend.")] = "torch",
+    runtime: Annotated[str, Opt(help="auto (a run's verified ONNX export if there is one, else torch), torch or onnx.")] = "auto",
+    device: Annotated[str, Opt(help="auto, cpu, cuda, mps (torch runtime).")] = "auto",
+    precision: Annotated[str, Opt(help="fp32, bf16, fp16 or auto (torch runtime).")] = "fp32",
+    batch_size: Annotated[int, Opt(help="Inputs decoded and run per batch.")] = 64,
+    on_bad_image: Annotated[str, Opt(help="error, or skip unreadable images (named and counted at the end).")] = "error",
     model: Annotated[str | None, Opt(help=_W["model"])] = None,
     num_classes: Annotated[int | None, Opt(help=_W["num_classes"])] = None,
     in_chans: Annotated[int | None, Opt(help=_W["in_chans"])] = None,
     set_: Annotated[list[str] | None, Opt("--set", help=_W["set"])] = None,
-    data: Annotated[str | None, Opt(help="Data set bare weights were trained on (for preprocessing and class names).")] = None,
+    data: Annotated[str | None, Opt(help="Data set bare weights were trained on (preprocessing and class names), or the preset imagenet.")] = None,
     data_dir: Annotated[str | None, Opt(help="Where that data set's files are.")] = None,
 ) -> None:
     """Predict the top-k classes of new inputs, preprocessed exactly as in training."""
@@ -39,46 +46,71 @@ def command(
 
     if json_out and csv_out:
         raise ConfigError("--json and --csv: choose one output format")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
+    if top_k < 1:
+        raise ConfigError(f"--top-k {top_k}: must be at least 1")
     meta = _data_meta(data, data_dir) if data else None
-    predictor = load_predictor(source, backend=backend, device=device, precision=precision,
+    predictor = load_predictor(source, runtime=runtime, device=device, precision=precision,
                                model=model, num_classes=num_classes, in_chans=in_chans,
                                model_kwargs=parse_set(set_, typed=True), data_meta=meta,
-                               batch_size=batch_size)
-    predictions = predictor.predict(inputs, k=top_k)
-    if json_out:
-        from resnetlab.cli.common import dump_json
+                               batch_size=batch_size, on_bad_image=on_bad_image)
+    write = _Writer("json" if json_out else "csv" if csv_out else "text")
+    start, count, shown = time.perf_counter(), 0, 0
+    for prediction in predictor.iter_predict(inputs, k=top_k):
+        shown = _print_notices(predictor.notices, shown)
+        write(prediction)
+        count += 1
+    write.close()
+    _print_notices(predictor.notices, shown)
+    seconds = time.perf_counter() - start
+    if predictor.skipped:
+        print(f"skipped {len(predictor.skipped)} unreadable image(s): "
+              f"{', '.join(predictor.skipped[:5])}{' ...' if len(predictor.skipped) > 5 else ''}",
+              file=sys.stderr)
+    print(f"{count} inputs in {seconds:.2f} s: {count / max(seconds, 1e-9):.1f} images/s "
+          f"({predictor.runtime} runtime)", file=sys.stderr)
 
-        print(dump_json([p.to_dict() for p in predictions]))
-    elif csv_out:
-        print(to_csv(predictions), end="")
-    else:
-        print_predictions(predictions)
+
+def _print_notices(notices: list[str], shown: int) -> int:
+    for note in notices[shown:]:
+        print(f"note: {note}", file=sys.stderr)
+    return len(notices)
 
 
 def _data_meta(data: str, data_dir: str | None) -> dict:
-    """Preprocessing meta (mean/std, size, classes) of a data set, as training computed it."""
-    from resnetlab.data import build_data
+    """Preprocessing meta of a data set as training computed it, or the ImageNet preset."""
+    from resnetlab.deploy.export import data_meta_for
+    from resnetlab.deploy.presets import preset_meta
 
-    return build_data(data, data_dir=data_dir, augment="none").meta
-
-
-def to_csv(predictions) -> str:
-    """``input,rank,class,index,prob`` rows, most probable first for each input."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["input", "rank", "class", "index", "prob"])
-    for p in predictions:
-        for rank, (name, index, prob) in enumerate(zip(p.classes, p.indices, p.probs, strict=True), 1):
-            writer.writerow([p.input, rank, name, index, f"{prob:.6f}"])
-    return out.getvalue()
+    if data == "imagenet":
+        return preset_meta("imagenet")
+    return data_meta_for(data, data_dir)
 
 
-def print_predictions(predictions) -> None:
-    """One row per input: its top-k classes with probabilities."""
-    from resnetlab.cli.common import print_table
+class _Writer:
+    """Prints one prediction per call, flushed, so output streams: text lines, CSV rows, or one
+    JSON array written element by element (valid JSON once ``close`` ran)."""
 
-    k = max((len(p.classes) for p in predictions), default=0)
-    rows = [(p.input, *(f"{c} {100 * q:.1f}%" for c, q in zip(p.classes, p.probs, strict=True)))
-            for p in predictions]
-    print_table(f"top-{k} predictions ({len(predictions)} inputs)",
-                ["input", *(f"#{i}" for i in range(1, k + 1))], rows)
+    def __init__(self, kind: str):
+        self.kind, self.count = kind, 0
+        self.csv = csv.writer(sys.stdout, lineterminator="\n") if kind == "csv" else None
+        if self.csv is not None:
+            self.csv.writerow(["input", "rank", "class", "index", "prob"])
+
+    def __call__(self, p) -> None:
+        if self.kind == "json":
+            print(("[" if self.count == 0 else ",") + "\n" + json.dumps(p.to_dict()), end="")
+        elif self.csv is not None:
+            for rank, (name, index, prob) in enumerate(
+                    zip(p.classes, p.indices, p.probs, strict=True), 1):
+                self.csv.writerow([p.input, rank, name, index, f"{prob:.6f}"])
+        else:
+            print(p.input + "  " + "  ".join(
+                f"{c} {100 * q:.1f}%" for c, q in zip(p.classes, p.probs, strict=True)))
+        self.count += 1
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.kind == "json":
+            print("[]" if self.count == 0 else "\n]", flush=True)

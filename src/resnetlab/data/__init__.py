@@ -1,9 +1,13 @@
-"""Data: readers, named data sets, the in-memory batch pipeline and batched augmentation.
+"""Data, grouped by kind: named data sets (:mod:`.named`, files found by :mod:`.datasets`),
+image folders (:mod:`.folders`) and tables (:mod:`.tables`); :mod:`.readers` parses file
+formats; the in-memory batch pipeline (:mod:`.loaders`) and batched augmentation
+(:mod:`.augment`) serve them all.
 
-The entry point is :func:`build_data`::
+The entry point is :func:`build_data`, which takes the data section of a run config::
 
     from resnetlab.data import build_data
-    bundle = build_data("fashion-mnist", batch_size=128, seed=0)
+    from resnetlab.engine.config import DataConfig
+    bundle = build_data(DataConfig(name="fashion-mnist", batch_size=128), seed=0)
     for x, y in bundle.train.epoch(0):
         ...
 
@@ -20,13 +24,14 @@ from resnetlab.data.augment import (
     hflip,
     parse_augment,
 )
-from resnetlab.data.build import DataBundle, build_data
+from resnetlab.data.build import DataBundle, build_data, data_kind
 from resnetlab.data.datasets import DATASETS, dataset_info, download, list_datasets, locate
 from resnetlab.data.inputs import preprocess_inputs
 from resnetlab.data.loaders import BatchLoader, StreamSource, TensorSource
 
 __all__ = [
-    "build_data", "preprocess_inputs", "flip_tta", "DataBundle", "BatchLoader", "TensorSource",
-    "StreamSource", "AugmentSpec", "ImageTransform", "Normalize", "parse_augment", "hflip",
-    "channel_stats", "DATASETS", "dataset_info", "list_datasets", "locate", "download",
+    "build_data", "data_kind", "preprocess_inputs", "flip_tta", "DataBundle", "BatchLoader",
+    "TensorSource", "StreamSource", "AugmentSpec", "ImageTransform", "Normalize",
+    "parse_augment", "hflip", "channel_stats", "DATASETS", "dataset_info", "list_datasets",
+    "locate", "download",
 ]

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 
 from resnetlab.data.augment import Normalize
-from resnetlab.data.readers.image_folder import IMAGE_EXTENSIONS, decode_image, image_files
-from resnetlab.data.readers.table import TableSchema, read_csv
+from resnetlab.data.folders import image_files
+from resnetlab.data.readers.image import IMAGE_EXTENSIONS, decode_image
+from resnetlab.data.readers.table import read_csv
+from resnetlab.data.tables import TableSchema
 from resnetlab.utils.errors import ConfigError, DataError
 
 __all__ = ["preprocess_inputs"]

@@ -94,7 +94,7 @@ class StreamSource:
             prefetch_factor=4 if self.num_workers else None)
         for x, y, bad in loader:
             if bad and self.on_bad_image == "error":
-                raise DataError(f"{bad[0][1]}; pass on_bad_image='skip' to skip such files")
+                raise DataError(f"{bad[0][1]}; fix or delete the file, or pass --on-bad-image skip")
             for i, message in bad:
                 if i not in self.skipped:
                     log.warning("skipped: %s", message)

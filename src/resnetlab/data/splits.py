@@ -8,14 +8,39 @@ import torch
 from resnetlab.utils.errors import ConfigError
 from resnetlab.utils.seed import seeded_generator
 
-__all__ = ["stratified_take", "default_val_size", "split_train_val"]
+__all__ = ["stratified_take", "default_val_size", "resolve_val_size", "split_train_val"]
 
 NAMED_VAL_SIZE = 5000  # 55k/5k Fashion-MNIST; 45k/5k CIFAR as in He et al. 2016, Sec. 4.2
+DEFAULT_VAL_FRACTION = 0.1
 
 
-def default_val_size(num_samples: int) -> int:
-    """10% of a user's folder/table, at most 5000 and at least 1."""
-    return min(NAMED_VAL_SIZE, max(1, round(0.1 * num_samples)))
+def default_val_size(num_samples: int, num_classes: int = 1) -> int:
+    """10% of a user's folder/table, at most 5000, at least one per class where the rest still
+    keeps one per class for training, and never all of it."""
+    n = min(NAMED_VAL_SIZE, round(DEFAULT_VAL_FRACTION * num_samples))
+    if num_samples >= 2 * num_classes:
+        n = max(n, num_classes)
+    return max(0, min(max(n, 1), num_samples - 1))
+
+
+def resolve_val_size(val_size: int | float | None, labels: np.ndarray, *,
+                     named: bool = False) -> tuple[int, str]:
+    """``(count, how it was chosen)`` for ``--val-size``: None is the data's own default (the
+    named data set's 5000, else :func:`default_val_size`), a float in (0, 1) a fraction of the
+    training data, an int a count."""
+    total = len(labels)
+    if val_size is None:
+        if named:
+            return NAMED_VAL_SIZE, f"data set split {NAMED_VAL_SIZE}"
+        n = default_val_size(total, len(np.unique(labels)))
+        return n, f"default {DEFAULT_VAL_FRACTION:g} of {total} (at most {NAMED_VAL_SIZE})"
+    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
+        raise ConfigError(f"--val-size {val_size!r}: give a count (500) or a fraction (0.1)")
+    if isinstance(val_size, float) and not val_size.is_integer():
+        if not 0 < val_size < 1:
+            raise ConfigError(f"--val-size {val_size}: a fraction must be between 0 and 1")
+        return max(1, round(val_size * total)), f"fraction {val_size:g} of {total}"
+    return int(val_size), f"count {int(val_size)}"
 
 
 def stratified_take(labels: np.ndarray, n: int, *keys: int | str) -> tuple[np.ndarray, np.ndarray]:

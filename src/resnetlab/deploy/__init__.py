@@ -1,7 +1,10 @@
-"""Shipping trained networks: prediction (torch backend; ONNX Runtime plugs in as a backend)."""
+"""Shipping trained networks: verified export (ONNX, TorchScript, safetensors), BatchNorm
+folding, int8 quantisation, and prediction through PyTorch or onnxruntime."""
 
+from resnetlab.deploy.fold import fold_bn
 from resnetlab.deploy.predictor import (
     BACKENDS,
+    RUNTIMES,
     Backend,
     LoadedModel,
     Prediction,
@@ -12,6 +15,6 @@ from resnetlab.deploy.predictor import (
 )
 
 __all__ = [
-    "BACKENDS", "Backend", "LoadedModel", "Prediction", "Predictor", "TorchBackend",
-    "load_model", "load_predictor",
+    "BACKENDS", "RUNTIMES", "Backend", "LoadedModel", "Prediction", "Predictor", "TorchBackend",
+    "fold_bn", "load_model", "load_predictor",
 ]

@@ -1,16 +1,17 @@
-"""Prediction from a trained network: rebuild it from a checkpoint, preprocess raw inputs exactly
-as training did, and return top-k classes with probabilities.
+"""Prediction from a trained network: rebuild it from a checkpoint (or open an ONNX export),
+preprocess raw inputs exactly as training did, and return top-k classes with probabilities.
 
 The network behind a :class:`Predictor` is a *backend*: any callable that maps a float32 CPU
-batch to logits.  :class:`TorchBackend` runs the PyTorch module; an ONNX Runtime backend only has
-to implement the same ``__call__`` (and register itself in :data:`BACKENDS`), so the CLI, the
-preprocessing and the top-k logic are shared.
+batch to logits.  :class:`TorchBackend` runs a PyTorch module (:func:`torch_backend`: with BN
+folded, channels_last, inference mode); :class:`resnetlab.deploy.onnx.OnnxBackend` runs an ONNX
+file in onnxruntime.  Preprocessing, streaming, bad-image handling and top-k are shared, so both
+runtimes give the same answers.  :func:`load_model` is the one place a run's checkpoint is read.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,13 +20,13 @@ import torch
 from torch import nn
 
 from resnetlab.checkpoint import Checkpoint, load_checkpoint
-from resnetlab.registry import create_model, model_info
+from resnetlab.models.registry import create_model, model_info
 from resnetlab.utils import autocast, resolve_device, resolve_dtype
 from resnetlab.utils.errors import ConfigError, DataError
 
 __all__ = [
-    "Backend", "TorchBackend", "BACKENDS", "LoadedModel", "load_model", "Prediction",
-    "Predictor", "load_predictor",
+    "Backend", "TorchBackend", "BACKENDS", "RUNTIMES", "LoadedModel", "load_model", "Prediction",
+    "Predictor", "load_predictor", "torch_backend", "list_inputs",
 ]
 
 
@@ -148,10 +149,16 @@ class TorchBackend:
         return logits.float().cpu()
 
 
+def torch_backend(loaded: LoadedModel, device: str = "auto", precision: str = "fp32") -> Backend:
+    """resnetlab's optimised PyTorch path: BN folded into the convs, channels_last, inference
+    mode (each measured in ``benchmarks/infer.py``)."""
+    from resnetlab.deploy.fold import fold_bn
+
+    return TorchBackend(fold_bn(loaded.model), device, precision)
+
+
 # Backend factories by name: (LoadedModel, device, precision) -> Backend.
-BACKENDS: dict[str, Callable[[LoadedModel, str, str], Backend]] = {
-    "torch": lambda loaded, device, precision: TorchBackend(loaded.model, device, precision),
-}
+BACKENDS: dict[str, Callable[[LoadedModel, str, str], Backend]] = {"torch": torch_backend}
 
 
 @dataclass
@@ -169,19 +176,38 @@ class Prediction:
             for c, i, p in zip(self.classes, self.indices, self.probs, strict=True)]}
 
 
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
+
+
 class Predictor:
     """Top-k prediction for raw inputs (image files/folders, or CSV rows for table models).
 
-    ``data_meta`` is the data layer's meta saved with the run; it makes new inputs go through
-    exactly the training preprocessing (channels, size, mean/std, CSV statistics).
+    ``data_meta`` is the data layer's meta saved with the run (or a preset); it makes new inputs
+    go through exactly the training preprocessing (channels, size, mean/std, CSV statistics).
+    Inputs stream through in batches of ``batch_size`` files, so memory does not grow with their
+    number.  ``on_bad_image="skip"`` leaves unreadable images out and lists them in ``skipped``.
+    ``notices`` collects what the user should be told once (defaults used, conversions).
     """
 
     def __init__(self, backend: Backend, classes: Sequence[str], data_meta: dict[str, Any] | None,
-                 batch_size: int = 256):
-        self.backend = backend
-        self.classes = list(classes)
-        self.data_meta = data_meta
-        self.batch_size = batch_size
+                 batch_size: int = 256, on_bad_image: str = "error",
+                 notices: list[str] | None = None, runtime: str = "torch"):
+        _check_batch_size(batch_size)
+        if on_bad_image not in ("error", "skip"):
+            raise ConfigError(f"--on-bad-image {on_bad_image!r}: choose error or skip")
+        self.backend, self.classes, self.data_meta = backend, list(classes), data_meta
+        self.batch_size, self.on_bad_image, self.runtime = batch_size, on_bad_image, runtime
+        self.notices: list[str] = list(notices or [])
+        self.skipped: list[str] = []
+        self._converted = False
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike, **kwargs: Any) -> Predictor:
+        """A predictor for a run directory, checkpoint, weights file or ``.onnx`` export
+        (keyword arguments as :func:`load_predictor`)."""
+        return load_predictor(path, **kwargs)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities ``(N, K)`` (float32), computed ``batch_size`` rows at a time."""
@@ -201,35 +227,199 @@ class Predictor:
 
     def predict(self, inputs: Sequence[str | os.PathLike], k: int = 5) -> list[Prediction]:
         """Top-``k`` for files and folders (searched recursively), preprocessed like training."""
-        from resnetlab.data import preprocess_inputs
+        return list(self.iter_predict(inputs, k))
 
+    def iter_predict(self, inputs: Sequence[str | os.PathLike], k: int = 5
+                     ) -> Iterator[Prediction]:
+        """Like :meth:`predict`, but yields each batch's predictions as soon as it is computed."""
+        if k < 1:
+            raise ConfigError(f"--top-k {k}: must be at least 1")
         if self.data_meta is None:
             raise ConfigError("these weights carry no preprocessing; pass --data NAME (the data "
                               "set they were trained on) so inputs are normalised the same way")
-        x, labels = preprocess_inputs([Path(p) for p in inputs], self.data_meta)
-        if len(x) == 0:
-            raise DataError(f"no inputs found in {', '.join(map(str, inputs))}")
-        return self.topk(x, labels, k)
+        self.skipped = []
+        files = list_inputs(inputs, self.data_meta)
+        for start in range(0, len(files), self.batch_size):
+            x, labels = self._preprocess(files[start:start + self.batch_size])
+            if len(labels):
+                yield from self.topk(x, labels, k)
+
+    def _preprocess(self, files: list[Path]) -> tuple[torch.Tensor, list[str]]:
+        """One batch through the data layer's preprocessing; bad files named or skipped."""
+        from resnetlab.data import preprocess_inputs
+
+        self._note_conversion(files)
+        try:
+            return preprocess_inputs(files, self.data_meta)
+        except DataError:
+            if self.data_meta.get("kind") != "image":
+                raise
+        parts, labels = [], []
+        for f in files:  # rare path: find which file is unreadable
+            try:
+                x, names = preprocess_inputs([f], self.data_meta)
+            except DataError as err:
+                if self.on_bad_image != "skip":
+                    raise DataError(f"{err}; or pass --on-bad-image skip") from None
+                self.skipped.append(str(f))
+                continue
+            parts.append(x)
+            labels += names
+        return (torch.cat(parts) if parts else torch.empty(0)), labels
+
+    def _note_conversion(self, files: list[Path]) -> None:
+        """State once that images are converted to the network's channel count."""
+        want = self.data_meta.get("in_chans")
+        if self._converted or self.data_meta.get("kind") != "image" or want not in (1, 3):
+            return
+        for f in files:
+            got = image_channels(f)
+            if got is not None and got != want:
+                self._converted = True
+                self.notices.append(f"{f} and other images with {got} channel(s) are converted "
+                                    f"to {want} ({'grey' if want == 1 else 'RGB'}), as in training")
+                return
 
     def _name(self, index: int) -> str:
         return self.classes[index] if index < len(self.classes) else str(index)
 
 
-def load_predictor(source: str | os.PathLike, *, backend: str = "torch", device: str = "auto",
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+_TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+
+
+def list_inputs(inputs: Sequence[str | os.PathLike], meta: dict[str, Any]) -> list[Path]:
+    """Files as given, folders expanded (recursively, sorted, hidden files left out)."""
+    suffixes = _TABLE_SUFFIXES if meta.get("kind") == "table" else _IMAGE_SUFFIXES
+    files: list[Path] = []
+    for p in map(Path, inputs):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes
+                           and not f.name.startswith(".") and f.is_file())
+            if not found:
+                raise DataError(f"{p}: no {'/'.join(suffixes)} files in this folder")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"{p}: no such file or folder")
+    if not files:
+        raise DataError("no input files given")
+    return files
+
+
+def image_channels(path: Path) -> int | None:
+    """1 (grey) or 3 (colour) from the image header alone; None when unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+    except Exception:  # reported with its path when decoded
+        return None
+    return 1 if mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;") else 3
+
+
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def load_predictor(source: str | os.PathLike, *, runtime: str = "auto", device: str = "auto",
                    precision: str = "fp32", model: str | None = None,
                    num_classes: int | None = None, in_chans: int | None = None,
                    model_kwargs: dict[str, Any] | None = None,
-                   data_meta: dict[str, Any] | None = None, batch_size: int = 256) -> Predictor:
-    """A :class:`Predictor` for a run directory, checkpoint or weights file (see :func:`load_model`).
+                   data_meta: dict[str, Any] | None = None, batch_size: int = 256,
+                   on_bad_image: str = "error") -> Predictor:
+    """A :class:`Predictor` for a run directory, checkpoint, weights file or ``.onnx`` file.
 
-    ``data_meta`` overrides (or, for bare weights, supplies) the preprocessing meta.
+    ``runtime``: ``onnx`` (onnxruntime; an ``.onnx`` file, or a run's verified export),
+    ``torch`` (resnetlab's optimised PyTorch path) or ``auto``: the fastest verified path
+    available (a run's int8 or fp32 ONNX export when ``resnetlab export`` wrote and verified one
+    for the current checkpoint, else torch).  ``data_meta`` overrides (or, for bare weights,
+    supplies) the preprocessing; bare weights without it get their family's preset.
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    _check_batch_size(batch_size)
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    path = Path(source)
+    if path.suffix.lower() == ".onnx":
+        if runtime == "torch":
+            raise ConfigError(f"{source}: an .onnx file runs through onnxruntime; drop "
+                              "--runtime torch, or give the run directory")
+        return _onnx_predictor(path, data_meta, batch_size, on_bad_image)
+    if runtime != "torch" and device in ("auto", "cpu") and not model:
+        from resnetlab.deploy.export import verified_export
+
+        export = verified_export(path)
+        if export is not None:
+            return _onnx_predictor(export, data_meta, batch_size, on_bad_image)
+        if runtime == "onnx":
+            raise ConfigError(f"{source}: no verified ONNX export of its current checkpoint; run "
+                              f"`resnetlab export {source} --format onnx` or use --runtime torch")
     loaded = load_model(source, model=model, num_classes=num_classes, in_chans=in_chans,
                         model_kwargs=model_kwargs)
+    meta, classes, notices = _preprocessing(loaded, data_meta, str(source))
+    return Predictor(BACKENDS["torch"](loaded, device, precision), classes, meta, batch_size,
+                     on_bad_image, notices, runtime="torch")
+
+
+def _preprocessing(loaded: LoadedModel, data_meta: dict[str, Any] | None, source: str
+                   ) -> tuple[dict[str, Any] | None, list[str], list[str]]:
+    """(data meta, class names, notices): the run's own, the user's ``--data``, or a preset."""
+    from resnetlab.deploy.presets import check_meta_fits, preset_for_family
+
+    name, notices = loaded.build_args["name"], []
+    num_classes = loaded.build_args.get("num_classes")
     meta = data_meta if data_meta is not None else loaded.data_meta
+    if data_meta is not None:
+        check_meta_fits(data_meta, loaded.in_channels, num_classes, f"{source} ({name})")
+    elif meta is None and loaded.input_kind == "image":
+        meta = preset_for_family(model_info(name).get("family"), loaded.in_channels, num_classes)
+        if meta is not None:
+            notices.append(f"{source}: bare weights carry no preprocessing; using the "
+                           f"{meta['preset']} preset ({_describe(meta)}); pass --data NAME to "
+                           "use a data set's own")
     classes = loaded.classes
-    if data_meta is not None and not loaded.meta.get("classes") and data_meta.get("classes"):
-        classes = [str(c) for c in data_meta["classes"]]
-    return Predictor(BACKENDS[backend](loaded, device, precision), classes, meta, batch_size)
+    if not loaded.meta.get("classes") and meta is not None and meta.get("classes"):
+        classes = [str(c) for c in meta["classes"]]
+    return meta, classes, notices
+
+
+def _describe(meta: dict[str, Any]) -> str:
+    h, w = meta["image_size"]
+    mean = ", ".join(f"{v:.3f}" for v in meta["mean"])
+    std = ", ".join(f"{v:.3f}" for v in meta["std"])
+    return f"{h}x{w}, {meta['in_chans']} channel(s), mean {mean}, std {std}"
+
+
+def _onnx_predictor(path: Path, data_meta: dict[str, Any] | None, batch_size: int,
+                    on_bad_image: str) -> Predictor:
+    """onnxruntime over a resnetlab export (its own metadata) or a foreign static-shape model."""
+    from resnetlab.deploy.onnx import OnnxBackend, onnx_input_shape
+
+    backend = OnnxBackend(path)
+    stored, notices = backend.meta, []
+    if stored and stored.get("data"):
+        meta = data_meta if data_meta is not None else stored["data"]
+        classes = stored.get("classes") or meta.get("classes") or []
+    else:
+        shape = onnx_input_shape(backend.session)
+        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
+            raise ConfigError(f"{path}: not a resnetlab export, and its input shape {shape} is "
+                              "not a static (N, C, H, W); export it with a fixed image size")
+        meta = data_meta if data_meta is not None else _default_meta(shape[1], shape[2:])
+        classes = list(meta.get("classes") or [])
+        if data_meta is None:
+            notices.append(f"{path}: no resnetlab preprocessing metadata found; using defaults "
+                           f"({_describe(meta)})")
+    return Predictor(backend, [str(c) for c in classes], meta, batch_size, on_bad_image,
+                     notices, runtime="onnx")
+
+
+def _default_meta(chans: int, size: list[int]) -> dict[str, Any]:
+    """Defaults for a foreign model: ImageNet statistics for colour, 0.5/0.5 for grey."""
+    from resnetlab.deploy.presets import PRESETS
+
+    rgb = chans == 3
+    return {"kind": "image", "name": "defaults", "in_chans": chans, "image_size": list(size),
+            "mean": PRESETS["imagenet"]["mean"] if rgb else [0.5] * chans,
+            "std": PRESETS["imagenet"]["std"] if rgb else [0.5] * chans, "classes": []}

@@ -1,9 +1,10 @@
 """The training engine: typed run configs, optimisers, schedules, the loop, evaluation.
 
 The engine takes any ``nn.Module`` and any iterable of ``(x, y)`` batches; it never imports
-``resnetlab.models`` or ``resnetlab.data``.  Typical use (what ``resnetlab train`` does)::
+``resnetlab.models`` or ``resnetlab.data``.  Whole runs (data + model + fit + final evaluation)
+are assembled by :mod:`resnetlab.run`; this is the layer below it::
 
-    cfg = RunConfig.from_yaml("configs/default.yaml")
+    cfg = RunConfig.from_yaml("my_recipe.yaml")
     run_dir = new_run_dir(cfg.runs_dir, cfg.name, model=cfg.model.name, data=cfg.data.name)
     result = fit(model, bundle.train, bundle.val, cfg, run_dir, num_classes=bundle.num_classes,
                  extra_meta={"model": model.build_args, "data": bundle.meta, "classes": bundle.classes},
@@ -41,15 +42,19 @@ from resnetlab.engine.config import (
 from resnetlab.engine.ema import ModelEma
 from resnetlab.engine.guard import TrainingDiverged
 from resnetlab.engine.logging import EPOCH_COLUMNS, STEP_COLUMNS, read_metrics
-from resnetlab.engine.loop import FitResult, Runtime, epoch_batches, evaluate, fit, prepare_runtime
+from resnetlab.engine.loop import FitResult, evaluate, fit, train_epoch
 from resnetlab.engine.metrics import EvalResult
 from resnetlab.engine.optim import build_optimizer, param_groups
 from resnetlab.engine.rundir import new_run_dir
+from resnetlab.engine.runtime import Runtime, prepare_runtime
 from resnetlab.engine.schedules import lr_schedule
+from resnetlab.engine.session import TrainSession, epoch_batches, open_session, steps_per_epoch
+from resnetlab.engine.tracker import Tracker, pick_metric
 
 __all__ = [
     "RunConfig", "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig",
     "apply_overrides", "build_optimizer", "param_groups", "lr_schedule", "evaluate", "EvalResult",
     "fit", "FitResult", "new_run_dir", "TrainingDiverged", "ModelEma", "Runtime",
     "prepare_runtime", "epoch_batches", "read_metrics", "EPOCH_COLUMNS", "STEP_COLUMNS",
+    "train_epoch", "TrainSession", "open_session", "steps_per_epoch", "Tracker", "pick_metric",
 ]

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -22,7 +24,7 @@ from resnetlab.utils.errors import ConfigError
 
 __all__ = [
     "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "RunConfig",
-    "apply_overrides",
+    "apply_overrides", "FLAGS", "flag_for", "validate",
 ]
 
 
@@ -36,21 +38,36 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Arguments of ``resnetlab.data.build_data`` (the CLI adds seed, device, in_chans)."""
+    """The data section: ``resnetlab.data.build_data(data_cfg, seed=, device=, ...)`` reads it.
+
+    ``val_size``: None is the data's own split (5000 for Fashion-MNIST and CIFAR; 10%, at most
+    5000, for folders and tables), a float in (0, 1) a fraction, an int a count.  ``augment``:
+    None follows the data (the data set's recipe for images, nothing for tables).
+    ``image_size``: one size or ``[height, width]``.
+    """
 
     name: str = "fashion-mnist"
     data_dir: str | None = None
     batch_size: int = 128
     eval_batch_size: int = 512
-    val_size: int | None = None
+    val_size: int | float | None = None
     train_size: int | None = None
-    augment: str = "default"
+    augment: str | None = None
     target: str | None = None
     val_dir: str | None = None
-    image_size: int | None = None
+    image_size: int | tuple[int, int] | None = None
     on_bad_image: str = "error"
     cache_dir: str | None = None
     download: bool = True
+    # Reached with --set data.KEY=VALUE.  split_seed fixes the hold-out (and --train-size
+    # subset) independently of the training seed; num_workers None: none for < 512 files;
+    # in_memory None: decode a folder into memory when it fits in a quarter of RAM;
+    # categorical: CSV columns forced to categories; encoding: onehot or embed.
+    split_seed: int = 0
+    num_workers: int | None = None
+    in_memory: bool | None = None
+    categorical: list[str] = field(default_factory=list)
+    encoding: str = "onehot"
 
 
 @dataclass
@@ -137,8 +154,11 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
-        """Build from a (partial) nested dict; missing keys keep their defaults."""
-        return _build(cls, data, source)
+        """Build from a (partial) nested dict; missing keys keep their defaults.  Values out
+        of range (a NaN learning rate, ``epochs: 0``) are a :class:`ConfigError`."""
+        cfg = _build(cls, data, source)
+        validate(cfg, source)
+        return cfg
 
     def to_yaml(self, path: str | Path) -> None:
         """Write the fully resolved config (``sort_keys=False`` keeps the dataclass order)."""
@@ -150,18 +170,133 @@ class RunConfig:
         """Read a YAML file; an empty file gives the defaults."""
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}); a config is "
+                              "YAML text like the shipped recipes (resnetlab/recipes/default.yaml)") from None
+        except OSError as err:  # a directory, no permission, an I/O error
+            raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+            problem = str(getattr(err, "problem", None) or err).splitlines()[0]  # one line
+            raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of sections (model, data, ...) at the top")
         return cls.from_dict(data, source=str(path))
+
+
+# The flag a command-line user types for each key.  This is the one table: ``resnetlab train``
+# maps its flags through it, and error messages name the flag.  A key without a flag is reached
+# with ``--set section.key=value``.
+FLAGS: dict[str, str] = {
+    "model.name": "--model", "model.kwargs.drop_rate": "--drop-rate",
+    "model.kwargs.drop_path_rate": "--drop-path", "model.kwargs.width_mult": "--width-mult",
+    "model.kwargs.zero_init_last": "--zero-init-last", "model.kwargs.shortcut": "--shortcut",
+    "model.kwargs.in_chans": "--in-chans",
+    "data.name": "--data", "data.data_dir": "--data-dir", "data.batch_size": "--batch-size",
+    "data.eval_batch_size": "--eval-batch-size", "data.val_size": "--val-size",
+    "data.train_size": "--train-size", "data.augment": "--augment", "data.target": "--target",
+    "data.val_dir": "--val-dir", "data.image_size": "--image-size",
+    "data.on_bad_image": "--on-bad-image", "data.cache_dir": "--cache-dir",
+    "data.download": "--download",
+    "optim.name": "--optimizer", "optim.lr": "--lr", "optim.momentum": "--momentum",
+    "optim.nesterov": "--nesterov", "optim.weight_decay": "--weight-decay",
+    "optim.decay_norm_and_bias": "--decay-norm-and-bias", "optim.betas": "--betas",
+    "optim.eps": "--eps",
+    "schedule.name": "--schedule", "schedule.warmup_epochs": "--warmup-epochs",
+    "schedule.warmup_frac": "--warmup-frac", "schedule.warmup_start_frac": "--warmup-start-frac",
+    "schedule.milestones": "--milestones", "schedule.gamma": "--gamma",
+    "schedule.final_lr_frac": "--final-lr-frac",
+    "train.epochs": "--epochs", "train.max_steps": "--max-steps",
+    "train.label_smoothing": "--label-smoothing", "train.ema_decay": "--ema",
+    "train.clip_grad_norm": "--clip-grad", "train.early_stop_patience": "--early-stop",
+    "train.early_stop_metric": "--early-stop-metric",
+    "train.max_nonfinite_steps": "--max-nonfinite-steps", "train.precision": "--precision",
+    "train.channels_last": "--channels-last", "train.compile": "--compile",
+    "train.deterministic": "--deterministic", "train.device": "--device", "train.seed": "--seed",
+    "train.log_every": "--log-every", "train.checkpoint_every": "--checkpoint-every",
+    "train.tta": "--tta", "name": "--name", "runs_dir": "--runs-dir",
+}
+
+
+def flag_for(key: str) -> str:
+    """``"optim.lr"`` -> ``"--lr"``; a key without its own flag -> ``"--set optim.eps"``."""
+    return FLAGS.get(key, f"--set {key}")
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _in(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], bool]:
+    def check(x: Any) -> bool:
+        return _finite(x) and (x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
+    return check
+
+
+# metrics.csv columns that can pick the best checkpoint; True = higher is better
+METRICS = {"val_top1": True, "val_top5": True, "val_loss": False, "train_top1": True, "train_loss": False}
+_INF = math.inf
+_POSITIVE, _NON_NEGATIVE, _COUNT = _in(0, _INF, lo_open=True), _in(0, _INF), _in(1, _INF)
+# key: (check, what a good value is).  None (where a key allows it) is never checked.
+CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "optim.lr": (_POSITIVE, "a finite number > 0"),
+    "optim.momentum": (_in(0, 1, hi_open=True), "in [0, 1)"),
+    "optim.weight_decay": (_NON_NEGATIVE, "a finite number >= 0"),
+    "optim.betas": (_in(0, 1, hi_open=True), "two numbers in [0, 1)"),
+    "optim.eps": (_POSITIVE, "a finite number > 0"),
+    "schedule.warmup_epochs": (_NON_NEGATIVE, "a finite number of epochs >= 0"),
+    "schedule.warmup_frac": (_in(0, 1, hi_open=True), "a fraction of all steps in [0, 1)"),
+    "schedule.warmup_start_frac": (_in(0, 1), "in [0, 1]"),
+    "schedule.milestones": (_NON_NEGATIVE, "epochs >= 0"),
+    "schedule.gamma": (_POSITIVE, "a finite number > 0"),
+    "schedule.final_lr_frac": (_in(0, 1), "in [0, 1]"),
+    "train.epochs": (_COUNT, "at least 1"),
+    "train.max_steps": (_COUNT, "at least 1"),
+    "train.label_smoothing": (_in(0, 1, hi_open=True), "in [0, 1)"),
+    "train.ema_decay": (_in(0, 1, lo_open=True, hi_open=True), "in (0, 1), e.g. 0.999"),
+    "train.clip_grad_norm": (_POSITIVE, "a finite number > 0"),
+    "train.early_stop_patience": (_COUNT, "at least 1 epoch"),
+    "train.max_nonfinite_steps": (_COUNT, "at least 1"),
+    "train.early_stop_metric": (lambda v: v in METRICS, "one of " + ", ".join(METRICS)),
+    "train.log_every": (_COUNT, "at least 1 step"),
+    "train.checkpoint_every": (_NON_NEGATIVE, ">= 0 steps (0 or null: only at epoch ends)"),
+    "data.batch_size": (_COUNT, "at least 1"),
+    "data.eval_batch_size": (_COUNT, "at least 1"),
+    "data.train_size": (_COUNT, "at least 1"),
+    "data.val_size": (lambda v: (isinstance(v, int) and v >= 0) or 0 < v < 1,
+                      "a count >= 0 or a fraction in (0, 1), e.g. 500 or 0.1"),
+    "data.on_bad_image": (lambda v: v in ("error", "skip"), "error or skip"),
+}
+
+
+def validate(cfg: RunConfig, source: str = "config") -> None:
+    """Raise a one-line :class:`ConfigError` for the first value out of its range.
+
+    Called by :meth:`RunConfig.from_dict` (so YAML files and flag overrides are checked before
+    any run directory exists) and by ``fit`` (for configs built in Python).
+    """
+    for key, (check, good) in CHECKS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if value is None or all(check(v) for v in values):
+            continue
+        shown = _show(value)
+        if source == "flags":
+            raise ConfigError(f"{flag_for(key)} {shown}: must be {good}")
+        raise ConfigError(f"{source}: {key} {shown} must be {good} (flag {flag_for(key)})")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(_show(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
 
 
 def _plain(value: Any) -> Any:
@@ -201,7 +336,12 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key, source)
+        for option in inner[:-1]:  # the first type that takes the value: 500.0 -> int, 0.1 -> float
+            try:
+                return _coerce(value, option, key, source)
+            except ConfigError:
+                continue
+        return _coerce(value, inner[-1], key, source)
     if hint is Any:
         return value
     if origin in (list, tuple):

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from resnetlab.checkpoint import load_checkpoint, nonfinite_tensors
 from resnetlab.engine import distributed
 from resnetlab.engine.metrics import StepStat
 from resnetlab.utils.errors import UserError
@@ -72,7 +73,10 @@ class NonFiniteGuard:
         self.take_snapshot()
 
     def _message(self, step: int, last_good: Path | None) -> str:
-        where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was saved yet"
+        where = "no checkpoint was saved yet"
+        if last_good is not None:
+            where = (f"the last good checkpoint is {last_good}" if _is_finite(last_good) else
+                     f"the last checkpoint {last_good} holds NaN/inf weights too (start a new run)")
         return (f"training stopped: the loss was NaN/inf for {self.limit} steps in a row, reaching "
                 f"the limit at step {step} (lr {self.lr_fn(step - 1):.4g}); last finite loss "
                 f"{self.last_finite:.4g}; {where}; try a lower --lr, --clip-grad or --precision fp32")
@@ -96,3 +100,13 @@ class NonFiniteGuard:
     def close(self) -> None:
         if hasattr(self.optimizer, "found_inf"):
             del self.optimizer.found_inf
+
+
+def _is_finite(checkpoint: Path) -> bool:
+    """Whether every floating-point weight in ``checkpoint`` is finite.  New saves refuse
+    non-finite weights; this catches checkpoints written before that check (or edited)."""
+    try:
+        loaded = load_checkpoint(checkpoint, train_state=False)
+    except UserError:
+        return False
+    return not nonfinite_tensors(loaded.model_state)

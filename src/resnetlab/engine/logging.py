@@ -23,10 +23,13 @@ import io
 import json
 import math
 import sys
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EPOCH_COLUMNS", "STEP_COLUMNS", "MetricsWriter", "ProgressDisplay", "read_metrics"]
+__all__ = ["EPOCH_COLUMNS", "STEP_COLUMNS", "MetricsWriter", "ProgressDisplay", "read_metrics",
+           "tracked"]
 
 EPOCH_COLUMNS = (
     "epoch", "step", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
@@ -51,6 +54,16 @@ class MetricsWriter:
             _filter_csv(self.run_dir / f"{stem}.csv", step)
             _filter_jsonl(self.run_dir / f"{stem}.jsonl", step)
         self._open_tensorboard(purge_step=step)
+
+    def add_missing(self, history: list[dict[str, Any]]) -> None:
+        """Append the epoch rows of ``history`` (a checkpoint's) that ``metrics`` lacks: a run
+        killed between saving an epoch's checkpoint and logging its row loses no row."""
+        if not self.enabled:
+            return
+        logged = {int(r["step"]) for r in read_metrics(self.run_dir)}
+        for row in history:
+            if int(row["step"]) not in logged:
+                self.epoch_row(row)
 
     def epoch_row(self, row: dict[str, Any]) -> None:
         self._write("metrics", EPOCH_COLUMNS, row, "epoch", int(row["step"]))
@@ -212,6 +225,36 @@ class ProgressDisplay:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def tracked(batches: Iterable, description: str, mode: bool | None) -> Iterator:
+    """``batches`` with progress: a transient bar counting batches on a terminal (``mode=None``
+    or True), a start line and an end line off a terminal, nothing with ``mode=False``.
+
+    For long passes outside the training loop, e.g. the final test evaluation with flip TTA.
+    """
+    if mode is False:
+        yield from batches
+        return
+    start, count = time.perf_counter(), 0
+    if mode or sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        columns = (SpinnerColumn(), TextColumn("{task.description}: {task.completed} batches"),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(description)
+            for batch in batches:
+                yield batch
+                bar.advance(task)
+        return
+    print(f"{description} ...", file=sys.stderr, flush=True)
+    for batch in batches:
+        count += 1
+        yield batch
+    print(f"{description}: {count} batches in {time.perf_counter() - start:.1f}s",
+          file=sys.stderr, flush=True)
 
 
 def format_epoch_row(row: dict[str, Any], epochs: int) -> str:

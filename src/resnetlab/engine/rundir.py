@@ -1,14 +1,24 @@
-"""Run directories: ``runs/<name>``, never overwritten."""
+"""Run directories: ``runs/<name>``, never overwritten, and locked while a process trains in
+one (:func:`lock_run_dir`), so two ``train --resume`` of the same run cannot interleave."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
+import os
 import re
+import socket
+import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from resnetlab.utils.errors import ConfigError
+from resnetlab.utils.errors import ConfigError, RunLockedError, StorageError, storage_error
 
-__all__ = ["new_run_dir", "default_run_name"]
+__all__ = ["new_run_dir", "default_run_name", "lock_run_dir", "LOCK_FILE"]
+
+LOCK_FILE = ".lock"
 
 
 def default_run_name(model: str = "run", data: str | None = None) -> str:
@@ -32,8 +42,7 @@ def new_run_dir(runs_dir: str | Path, name: str | None = None, *, model: str = "
     two runs start in the same second).  An explicit ``name`` that exists is a
     :class:`ConfigError`: continue it with ``--resume`` or pick another ``--name``.
     """
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    runs_dir = _make_runs_dir(Path(runs_dir))
     if name is not None:
         if not name or Path(name).name != name or name in (".", ".."):
             raise ConfigError(f"--name {name!r} must be a plain directory name (no slashes)")
@@ -43,6 +52,8 @@ def new_run_dir(runs_dir: str | Path, name: str | None = None, *, model: str = "
         except FileExistsError:
             raise ConfigError(f"run directory {path} already exists; use --resume {path} "
                               "or another --name") from None
+        except OSError as err:
+            raise storage_error(err, path, "creating the run directory", "--name") from None
         return path
     base = default_run_name(model, data)
     for attempt in range(1, 1000):
@@ -52,4 +63,126 @@ def new_run_dir(runs_dir: str | Path, name: str | None = None, *, model: str = "
             return path
         except FileExistsError:
             continue
+        except OSError as err:
+            raise storage_error(err, runs_dir, "creating a run directory", "--runs-dir") from None
     raise ConfigError(f"could not create a new run directory under {runs_dir}")
+
+
+def _make_runs_dir(runs_dir: Path) -> Path:
+    """``runs_dir``, created if needed; a file in its place or a read-only disk is one line."""
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise StorageError(f"--runs-dir {runs_dir} is a file, not a folder; choose another "
+                           "--runs-dir")
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise storage_error(err, runs_dir, "creating the folder", "--runs-dir") from None
+    return runs_dir
+
+
+# ----------------------------------------------------------------------------- locking
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: str | Path, notify: Callable[[str], None] | None = None
+                 ) -> Iterator[Path]:
+    """Hold ``run_dir/.lock`` (pid and host, as JSON) while the block runs; remove it after.
+
+    A lock held by a live process is a :class:`RunLockedError` naming the directory and the
+    pid.  A lock left by a process that died (same host, pid gone) is stale: it is taken over
+    and ``notify`` (default: a line on stderr) says so.  A lock from another host cannot be
+    checked and counts as held.  Use::
+
+        with lock_run_dir(run_dir):
+            fit(...)
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK_FILE
+    say = notify or (lambda line: print(line, file=sys.stderr))
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    for _ in range(3):  # a takeover can race another one: the exclusive create decides
+        if _create_lock(path, mine):
+            break
+        _take_over_if_stale(run_dir, path, say)
+    else:
+        raise RunLockedError(f"{run_dir} is locked by another process ({path}); retry later")
+    try:
+        yield run_dir
+    finally:
+        if _read_lock(path) == mine:  # never remove a lock that another process took over
+            path.unlink(missing_ok=True)
+
+
+def _create_lock(path: Path, owner: dict) -> bool:
+    """Create ``path`` holding ``owner`` if nobody holds it (O_EXCL: atomic on local disks)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    except OSError as err:
+        raise storage_error(err, path.parent, "locking the run directory") from None
+    with os.fdopen(fd, "w") as f:
+        json.dump(owner, f)
+    return True
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def _take_over_if_stale(run_dir: Path, path: Path, say: Callable[[str], None]) -> None:
+    """Remove a lock whose process is gone; raise :class:`RunLockedError` for a live one."""
+    owner = _read_lock(path)
+    if owner is None and _age_s(path) < 2.0:  # just created: its owner may still be writing
+        time.sleep(0.2)
+        owner = _read_lock(path)
+        if owner is None and path.exists():
+            raise RunLockedError(f"{run_dir} is being locked by another process right now "
+                                 f"({path}); retry in a moment")
+    pid, host = (owner or {}).get("pid"), (owner or {}).get("host")
+    if owner is not None and not _is_stale(pid, host):
+        where = "" if host == socket.gethostname() else f" on host {host}"
+        raise RunLockedError(
+            f"{run_dir} is in use by process {pid}{where} (lock file {path}); wait for it to "
+            "finish, or delete the lock file if that process is gone")
+    aside = path.with_name(f"{LOCK_FILE}.stale-{os.getpid()}")
+    try:
+        os.replace(path, aside)  # only one of several racing processes moves the stale lock
+    except FileNotFoundError:
+        return
+    if owner is not None and _read_lock(aside) != owner:
+        # a racing process replaced the stale lock by its own meanwhile: give it back
+        with contextlib.suppress(OSError):
+            os.link(aside, path)
+        aside.unlink(missing_ok=True)
+        return
+    aside.unlink(missing_ok=True)
+    what = f"process {pid} is gone" if owner else "its content was unreadable"
+    say(f"{run_dir}: took over a stale lock ({what})")
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _is_stale(pid: object, host: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return True  # not a lock this module wrote
+    if host != socket.gethostname():
+        return False  # another machine's process cannot be checked: assume it runs
+    try:
+        os.kill(pid, 0)  # signal 0 checks existence without sending anything
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by another user
+    except OSError as err:
+        return err.errno == errno.ESRCH
+    return False

@@ -18,6 +18,8 @@ class TrainProgress:
 
     ``epoch`` is the epoch in progress (0-based) and ``batch`` the batches of it already
     trained on this rank, so ``loader.epoch(epoch, start=batch)`` continues exactly.
+    ``elapsed_s``/``epoch_time_s`` are the run's :class:`~resnetlab.engine.clock.Clock`
+    readings at the save (the clock keeps time; these carry it across a resume).
     """
 
     epoch: int = 0

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvNormAct", "make_act", "conv_layer"]
+__all__ = ["ConvNormAct", "make_act", "conv_layer", "SubsampledConv1x1"]
 
 LayerType = Callable[..., nn.Module]
+
+# Off only for the regression test (tests/test_platform_avx2.py), which must see the bug without
+# it; "1" in this variable brings back the plain strided kernel.  Read once, at import.
+STRIDED_1X1_WORKAROUND = os.environ.get("RESNETLAB_UNSAFE_STRIDED_1X1", "") != "1"
 
 
 def make_act(act_layer: LayerType | None, inplace: bool = True) -> nn.Module:
@@ -25,11 +32,40 @@ def make_act(act_layer: LayerType | None, inplace: bool = True) -> nn.Module:
     return act_layer(inplace=inplace) if accepts_inplace else act_layer()
 
 
+class SubsampledConv1x1(nn.Conv2d):
+    """A strided 1x1 convolution computed as ``x[:, :, ::s, ::s]`` then a stride-1 1x1 conv.
+
+    The two are the same function (a 1x1 kernel reads only the pixels the stride keeps), with the
+    same parameters and state_dict keys as ``nn.Conv2d``, so torchvision weights load unchanged.
+    Why: on CPUs, oneDNN's strided-1x1 backward-weights kernel (the "rtus" path, which copies the
+    subsampled input into a scratch buffer) writes past that buffer for few input channels in
+    channels_last: < 8 on AVX2, < 16 on AVX-512 (uxlfoundation/oneDNN issue 6035, "1x1
+    convolution backward_weights writes past the rtus workspace",
+    https://github.com/uxlfoundation/oneDNN/issues/6035).  The result is heap corruption: a
+    crash, a hang, or silently wrong gradients.  Doing the subsampling ourselves costs the same
+    copy rtus makes and keeps oneDNN on its stride-1 kernel.  Other devices use the strided conv.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not STRIDED_1X1_WORKAROUND or x.device.type != "cpu":
+            return super().forward(x)
+        channels_last = not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last)
+        sh, sw = self.stride
+        x = x[:, :, ::sh, ::sw]
+        # The strided view is not recognised as channels_last; without this copy the conv would
+        # return NCHW and every later layer would convert back.
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return F.conv2d(x, self.weight, self.bias, 1, 0, 1, self.groups)
+
+
 def conv_layer(in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, *,
                groups: int = 1, bias: bool = False) -> nn.Conv2d:
     """A 2-d convolution with "same" padding for odd kernels (k // 2), so only the stride
-    changes the spatial size."""
-    return nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2,
+    changes the spatial size.  A strided 1x1 is a :class:`SubsampledConv1x1` (a CPU bug)."""
+    conv_type = SubsampledConv1x1 if kernel_size == 1 and stride > 1 else nn.Conv2d
+    return conv_type(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2,
                      groups=groups, bias=bias)
 
 

@@ -16,10 +16,15 @@ from torch import nn
 from resnetlab.layers.conv import ConvNormAct, LayerType
 from resnetlab.utils.errors import ConfigError
 
-__all__ = ["SHORTCUTS", "parse_shortcut", "ZeroPadShortcut", "ProjectionShortcut",
+__all__ = ["SHORTCUTS", "PAD_MODES", "parse_shortcut", "ZeroPadShortcut", "ProjectionShortcut",
            "make_shortcut"]
 
 SHORTCUTS = ("A", "B", "C", "none")
+# Where option A puts its zero channels.  The paper does not say; "append" (after the identity
+# channels) is ours, "split" (half before, half after) is what the most widely used CIFAR
+# reimplementation does.  Keys and shapes are equal, outputs are not: weights only reproduce
+# their logits under the convention they were trained with.
+PAD_MODES = ("append", "split")
 
 
 def parse_shortcut(value: str | None) -> str:
@@ -35,19 +40,24 @@ def parse_shortcut(value: str | None) -> str:
 
 
 class ZeroPadShortcut(nn.Module):
-    """Option A: keep every ``stride``-th pixel and append zero channels.
+    """Option A: keep every ``stride``-th pixel and add zero channels.
 
     Both steps are views/pads of the input, with no parameters, so the shortcut costs one copy.
     Zero padding can only add channels; shrinking them needs a projection (option B or C).
+    ``pad="append"`` puts the zeros after the identity channels, ``"split"`` puts half of them
+    (rounded down) before and the rest after (see :data:`PAD_MODES`).
     """
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1):
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, pad: str = "append"):
         super().__init__()
         if out_chs < in_chs:
             raise ConfigError(
                 f"shortcut='A' cannot shrink channels from {in_chs} to {out_chs} (zero padding "
                 "only adds channels); use shortcut='B' or 'C' for this block/expansion")
-        self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
+        if pad not in PAD_MODES:
+            raise ConfigError(f"shortcut_pad={pad!r} is not an option; choose "
+                              f"{' or '.join(map(repr, PAD_MODES))}")
+        self.in_chs, self.out_chs, self.stride, self.pad = in_chs, out_chs, stride, pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels_last = not x.is_contiguous() and x.is_contiguous(
@@ -56,13 +66,15 @@ class ZeroPadShortcut(nn.Module):
             # Same sample grid as a k=3, padding=1, stride-s conv: positions 0, s, 2s, ...
             x = x[:, :, :: self.stride, :: self.stride]
         if self.out_chs > self.in_chs:
-            x = F.pad(x, (0, 0, 0, 0, 0, self.out_chs - self.in_chs))
+            extra = self.out_chs - self.in_chs
+            before = extra // 2 if self.pad == "split" else 0
+            x = F.pad(x, (0, 0, 0, 0, before, extra - before))
         # The strided view of an odd-sized map loses its format; the addition after this needs
         # both operands in one layout to stay on the fast channels_last kernels.
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
     def extra_repr(self) -> str:
-        return f"{self.in_chs}->{self.out_chs}, stride={self.stride}"
+        return f"{self.in_chs}->{self.out_chs}, stride={self.stride}, pad={self.pad!r}"
 
 
 class ProjectionShortcut(nn.Sequential):
@@ -76,6 +88,7 @@ class ProjectionShortcut(nn.Sequential):
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, *,
                  norm_layer: LayerType | None = nn.BatchNorm2d, avg_down: bool = False):
+        # A strided 1x1 here is a SubsampledConv1x1 (see conv_layer: a oneDNN bug on CPUs).
         proj = ConvNormAct(in_chs, out_chs, 1, 1 if avg_down else stride,
                            norm_layer=norm_layer, act_layer=None, bias=False)
         if avg_down:

@@ -11,13 +11,19 @@ from resnetlab.models.blocks import (
     ResidualBlock,
 )
 from resnetlab.models.mlp import DenseResidualBlock, MLPResNet
+from resnetlab.models.registry import (
+    UnknownModelError,
+    create_model,
+    list_models,
+    model_info,
+    register_model,
+)
 from resnetlab.models.resnet import ResNet, cifar_resnet, imagenet_resnet, wide_resnet
 from resnetlab.models.summary import count_macs, count_parameters, model_summary, weight_depth
-from resnetlab.models.weights import load_weights, read_state_dict
 
 __all__ = [
+    "create_model", "list_models", "model_info", "register_model", "UnknownModelError",
     "ResidualBlock", "BasicBlock", "Bottleneck", "PreActBasicBlock", "PreActBottleneck",
     "DenseResidualBlock", "MLPResNet", "ResNet", "cifar_resnet", "imagenet_resnet",
     "wide_resnet", "count_macs", "count_parameters", "model_summary", "weight_depth",
-    "load_weights", "read_state_dict",
 ]

@@ -144,6 +144,7 @@ class Bottleneck(ResidualBlock):
                  stride_in_1x1: bool = False):
         super().__init__(in_chs, planes * self.expansion, stride, shortcut=shortcut,
                          residual=residual, drop_path=drop_path)
+        # v1's strided 1x1 is a SubsampledConv1x1 (conv_layer): a oneDNN bug, layers/conv.py.
         self.conv1 = conv_layer(in_chs, planes, 1, stride if stride_in_1x1 else 1)
         self.bn1 = norm_layer(planes)
         self.act1 = make_act(act_layer)

@@ -13,6 +13,7 @@ from resnetlab.layers import (
     ConvNormAct,
     GlobalPool,
     LayerType,
+    ZeroPadShortcut,
     check_choice,
     check_non_negative,
     check_positive,
@@ -25,6 +26,7 @@ from resnetlab.layers import (
     parse_shortcut,
     stochastic_depth_rates,
 )
+from resnetlab.layers.shortcut import PAD_MODES
 from resnetlab.models.blocks import ResidualBlock, check_plain_options
 from resnetlab.utils.errors import ConfigError
 
@@ -64,6 +66,9 @@ class ResNet(nn.Module):
         stem_norm_act: BN + activation after the stem conv; pre-activation CIFAR nets leave it
             to the first block (He et al. 2016, appendix).
         shortcut: ``"A"``, ``"B"``, ``"C"`` or ``"none"`` (see :mod:`resnetlab.layers.shortcut`).
+        shortcut_pad: where option A puts its zero channels: ``"append"`` or ``"split"`` (half
+            before, half after, as in the widely used CIFAR reimplementation); weights only
+            reproduce their logits under the convention they were trained with.
         residual: ``False`` removes every skip (the plain twin; same as ``shortcut="none"``).
         variant: ``"v1.5"`` (stride on the bottleneck 3x3) or ``"v1"`` (stride on the first 1x1).
         avg_down: average-pool downsampling in projection shortcuts (ResNet-D).
@@ -85,8 +90,10 @@ class ResNet(nn.Module):
                  avg_down: bool = False, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  block_drop_rate: float = 0.0, zero_init_last: bool = False,
                  global_pool: str = "avg", norm_layer: LayerType = nn.BatchNorm2d,
-                 act_layer: LayerType = nn.ReLU, default_input_size: tuple[int, int] = (224, 224)):
+                 act_layer: LayerType = nn.ReLU, default_input_size: tuple[int, int] = (224, 224),
+                 shortcut_pad: str = "append"):
         super().__init__()
+        check_choice("shortcut_pad", shortcut_pad, PAD_MODES)
         self.shortcut = parse_shortcut(shortcut) if residual else "none"
         self.residual = self.shortcut != "none"
         check_plain_options(self.residual, drop_path_rate, zero_init_last)
@@ -103,6 +110,9 @@ class ResNet(nn.Module):
                                stride_in_1x1=variant == "v1",
                                block_drop_rate=check_rate("block_drop_rate", block_drop_rate)),
                           drop_path_rate)
+        for skip in self.modules():  # the padding convention is the zero-pad shortcut's quirk
+            if isinstance(skip, ZeroPadShortcut):
+                skip.pad = shortcut_pad
         preact = block.preact  # pre-activation nets end with BN-ReLU (He et al. 2016, fig. 4e)
         self.norm = norm_layer(self.num_features) if preact else nn.Identity()
         self.final_act = make_act(act_layer) if preact else nn.Identity()

@@ -1,27 +1,26 @@
-"""Every registered model name.  Each row sets block, depths and widths; nothing else.
+"""Every registered model: one decorated builder per name, so ``grep "def resnet50"`` finds it.
 
-Every builder takes the same keyword arguments (``num_classes``, ``in_chans`` or
-``in_features``, ``drop_rate``, ``drop_path_rate``, ``zero_init_last``, ``residual``,
-``shortcut``, ``width_mult``, ``norm_layer``, ``act_layer``; ImageNet builders also ``variant``,
-``deep_stem``, ``avg_down``).  ``plain*`` names are the same builders with ``residual=False``.
+Each builder sets block, depths and widths; nothing else.  Every builder takes the same keyword
+arguments (``num_classes``, ``in_chans`` or ``in_features``, ``drop_rate``, ``drop_path_rate``,
+``zero_init_last``, ``residual``, ``shortcut``, ``width_mult``, ``norm_layer``, ``act_layer``;
+ImageNet builders also ``variant``, ``deep_stem``, ``avg_down``).  ``plain*`` names are the same
+networks with ``residual=False``.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from torch import nn
 
 from resnetlab.models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
 from resnetlab.models.mlp import MLPResNet
+from resnetlab.models.registry import register_model
 from resnetlab.models.resnet import ResNet, cifar_resnet, imagenet_resnet, wide_resnet
-from resnetlab.registry import register_model
-from resnetlab.utils.errors import ConfigError
 
-__all__ = ["IMAGE_KWARGS", "MLP_KWARGS"]
+__all__ = ["IMAGE_KWARGS", "IMAGENET_KWARGS", "MLP_KWARGS"]
 
 # Structure is fixed by the name; everything else is an option of every image builder.
 _STRUCTURAL = {"block", "layers", "widths", "stem_type", "stem_width", "stem_norm_act",
@@ -37,77 +36,316 @@ IMAGE_KWARGS = frozenset(_kwarg_names(ResNet.__init__) - _STRUCTURAL - {"self"})
 IMAGENET_KWARGS = IMAGE_KWARGS | {"deep_stem"}
 MLP_KWARGS = frozenset(_kwarg_names(MLPResNet.__init__) - {"self"})
 
-
-def _register(name: str, build: Callable[..., nn.Module], accepted: frozenset[str], doc: str,
-              *, residual: bool = True, **tags: Any) -> None:
-    """Register ``build`` under ``name``; unknown keyword arguments become a ``ConfigError``."""
-
-    def builder(**kwargs: Any) -> nn.Module:
-        unknown = sorted(set(kwargs) - accepted)
-        if unknown:
-            raise ConfigError(f"{name}: unknown argument {unknown[0]!r}; accepted: "
-                              f"{', '.join(sorted(accepted))}")
-        if not residual:
-            kwargs.setdefault("residual", False)
-        return build(**kwargs)
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = doc + ("" if residual else " Plain twin: no skip connections.")
-    register_model(builder, name=name, residual=residual, **tags)
+_FAMILY = {  # family -> (accepted keyword arguments, input kind, default input size)
+    "cifar": (IMAGE_KWARGS, "image", (3, 32, 32)),
+    "wide": (IMAGE_KWARGS, "image", (3, 32, 32)),
+    "imagenet": (IMAGENET_KWARGS, "image", (3, 224, 224)),
+    "mlp": (MLP_KWARGS, "vector", (784,)),
+}
 
 
-def _twins(name: str, plain_name: str | None, build: Callable[..., nn.Module],
-           accepted: frozenset[str], doc: str, **tags: Any) -> None:
-    _register(name, build, accepted, doc, **tags)
-    if plain_name:
-        _register(plain_name, build, accepted, doc, residual=False, **tags)
+def _tags(family: str, block: str, *, residual: bool = True, group: str | None = None,
+          depth: int | None = None) -> dict[str, Any]:
+    """Registration tags.  ``groups`` are what ``resnetlab models --family`` filters on: the
+    family, ``preact`` for pre-activation ResNets, ``resnet-d``; ``depth`` overrides the count
+    of main-path weight layers where a paper counts differently (WRN: 6n+4)."""
+    accepts, kind, size = _FAMILY[family]
+    preact = block.startswith("preact") and family != "wide"
+    groups = (family, *(["preact"] if preact else []), *([group] if group else []))
+    tags = dict(accepts=accepts, family=family, groups=groups, block=block, residual=residual,
+                input_kind=kind, input_size=size)
+    return tags if depth is None else {**tags, "depth": depth}
 
 
-_CIFAR = dict(family="cifar", input_kind="image", input_size=(3, 32, 32))
-_IMAGENET = dict(family="imagenet", input_kind="image", input_size=(3, 224, 224))
+def _plain(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A plain twin's arguments: the residual builder's, with the skip connections off."""
+    return {"residual": False, **kwargs}
+
 
 # He et al. 2015, sec. 4.2: 6n+2 layers, option A shortcuts.
-for _depth in (20, 32, 44, 56, 110, 1202):
-    _twins(f"resnet{_depth}", f"plain{_depth}", partial(cifar_resnet, _depth, BasicBlock),
-           IMAGE_KWARGS, f"ResNet-{_depth} for CIFAR (He et al. 2015, sec. 4.2).",
-           block="basic", **_CIFAR)
+
+@register_model(**_tags("cifar", "basic"))
+def resnet20(**kwargs: Any) -> nn.Module:
+    """ResNet-20 for CIFAR (He et al. 2015, sec. 4.2)."""
+    return cifar_resnet(20, BasicBlock, **kwargs)
+
+
+@register_model(**_tags("cifar", "basic", residual=False))
+def plain20(**kwargs: Any) -> nn.Module:
+    """ResNet-20 for CIFAR (He et al. 2015, sec. 4.2).
+    Plain twin: no skip connections."""
+    return cifar_resnet(20, BasicBlock, **_plain(kwargs))
+
+
+@register_model(**_tags("cifar", "basic"))
+def resnet32(**kwargs: Any) -> nn.Module:
+    """ResNet-32 for CIFAR (He et al. 2015, sec. 4.2)."""
+    return cifar_resnet(32, BasicBlock, **kwargs)
+
+
+@register_model(**_tags("cifar", "basic", residual=False))
+def plain32(**kwargs: Any) -> nn.Module:
+    """ResNet-32 for CIFAR (He et al. 2015, sec. 4.2).
+    Plain twin: no skip connections."""
+    return cifar_resnet(32, BasicBlock, **_plain(kwargs))
+
+
+@register_model(**_tags("cifar", "basic"))
+def resnet44(**kwargs: Any) -> nn.Module:
+    """ResNet-44 for CIFAR (He et al. 2015, sec. 4.2)."""
+    return cifar_resnet(44, BasicBlock, **kwargs)
+
+
+@register_model(**_tags("cifar", "basic", residual=False))
+def plain44(**kwargs: Any) -> nn.Module:
+    """ResNet-44 for CIFAR (He et al. 2015, sec. 4.2).
+    Plain twin: no skip connections."""
+    return cifar_resnet(44, BasicBlock, **_plain(kwargs))
+
+
+@register_model(**_tags("cifar", "basic"))
+def resnet56(**kwargs: Any) -> nn.Module:
+    """ResNet-56 for CIFAR (He et al. 2015, sec. 4.2)."""
+    return cifar_resnet(56, BasicBlock, **kwargs)
+
+
+@register_model(**_tags("cifar", "basic", residual=False))
+def plain56(**kwargs: Any) -> nn.Module:
+    """ResNet-56 for CIFAR (He et al. 2015, sec. 4.2).
+    Plain twin: no skip connections."""
+    return cifar_resnet(56, BasicBlock, **_plain(kwargs))
+
+
+@register_model(**_tags("cifar", "basic"))
+def resnet110(**kwargs: Any) -> nn.Module:
+    """ResNet-110 for CIFAR (He et al. 2015, sec. 4.2)."""
+    return cifar_resnet(110, BasicBlock, **kwargs)
+
+
+@register_model(**_tags("cifar", "basic", residual=False))
+def plain110(**kwargs: Any) -> nn.Module:
+    """ResNet-110 for CIFAR (He et al. 2015, sec. 4.2).
+    Plain twin: no skip connections."""
+    return cifar_resnet(110, BasicBlock, **_plain(kwargs))
+
+
+@register_model(**_tags("cifar", "basic"))
+def resnet1202(**kwargs: Any) -> nn.Module:
+    """ResNet-1202 for CIFAR (He et al. 2015, sec. 4.2)."""
+    return cifar_resnet(1202, BasicBlock, **kwargs)
+
+
+@register_model(**_tags("cifar", "basic", residual=False))
+def plain1202(**kwargs: Any) -> nn.Module:
+    """ResNet-1202 for CIFAR (He et al. 2015, sec. 4.2).
+    Plain twin: no skip connections."""
+    return cifar_resnet(1202, BasicBlock, **_plain(kwargs))
+
 
 # He et al. 2016: pre-activation; the bottleneck nets used 1x1 projections (option B).
-for _depth in (20, 56, 110):
-    _register(f"preact_resnet{_depth}", partial(cifar_resnet, _depth, PreActBasicBlock),
-              IMAGE_KWARGS, f"Pre-activation ResNet-{_depth} for CIFAR (He et al. 2016).",
-              block="preact_basic", **_CIFAR)
-for _depth in (164, 1001):
-    _register(f"preact_resnet{_depth}",
-              partial(cifar_resnet, _depth, PreActBottleneck, shortcut="B"), IMAGE_KWARGS,
-              f"Pre-activation bottleneck ResNet-{_depth} for CIFAR (He et al. 2016, table 2).",
-              block="preact_bottleneck", **_CIFAR)
+
+@register_model(**_tags("cifar", "preact_basic"))
+def preact_resnet20(**kwargs: Any) -> nn.Module:
+    """Pre-activation ResNet-20 for CIFAR (He et al. 2016)."""
+    return cifar_resnet(20, PreActBasicBlock, **kwargs)
+
+
+@register_model(**_tags("cifar", "preact_basic"))
+def preact_resnet56(**kwargs: Any) -> nn.Module:
+    """Pre-activation ResNet-56 for CIFAR (He et al. 2016)."""
+    return cifar_resnet(56, PreActBasicBlock, **kwargs)
+
+
+@register_model(**_tags("cifar", "preact_basic"))
+def preact_resnet110(**kwargs: Any) -> nn.Module:
+    """Pre-activation ResNet-110 for CIFAR (He et al. 2016)."""
+    return cifar_resnet(110, PreActBasicBlock, **kwargs)
+
+
+@register_model(**_tags("cifar", "preact_bottleneck"))
+def preact_resnet164(**kwargs: Any) -> nn.Module:
+    """Pre-activation bottleneck ResNet-164 for CIFAR (He et al. 2016, table 2)."""
+    return cifar_resnet(164, PreActBottleneck, **{"shortcut": "B", **kwargs})
+
+
+@register_model(**_tags("cifar", "preact_bottleneck"))
+def preact_resnet1001(**kwargs: Any) -> nn.Module:
+    """Pre-activation bottleneck ResNet-1001 for CIFAR (He et al. 2016, table 2)."""
+    return cifar_resnet(1001, PreActBottleneck, **{"shortcut": "B", **kwargs})
+
 
 # He et al. 2015, table 1 (torchvision layout and parameter counts).
-_IMAGENET_LAYERS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3],
-                    152: [3, 8, 36, 3]}
-for _depth, _layers in _IMAGENET_LAYERS.items():
-    _post, _pre = (BasicBlock, PreActBasicBlock) if _depth < 50 else (Bottleneck, PreActBottleneck)
-    _twins(f"resnet{_depth}", f"plain{_depth}", partial(imagenet_resnet, _layers, _post),
-           IMAGENET_KWARGS, f"ResNet-{_depth} for ImageNet (He et al. 2015, table 1).",
-           block=_post.kind, **_IMAGENET)
-    _register(f"preact_resnet{_depth}", partial(imagenet_resnet, _layers, _pre),
-              IMAGENET_KWARGS, f"Pre-activation ResNet-{_depth} for ImageNet (He et al. 2016).",
-              block=_pre.kind, **_IMAGENET)
-    if _depth <= 101:
-        _register(f"resnet{_depth}d",
-                  partial(imagenet_resnet, _layers, _post, deep_stem=True, avg_down=True),
-                  IMAGENET_KWARGS, f"ResNet-{_depth}-D: deep stem and average-pool downsampling "
-                  "(He et al. 2019, sec. 4.1).", block=_post.kind, **_IMAGENET)
+
+@register_model(**_tags("imagenet", "basic"))
+def resnet18(**kwargs: Any) -> nn.Module:
+    """ResNet-18 for ImageNet (He et al. 2015, table 1)."""
+    return imagenet_resnet([2, 2, 2, 2], BasicBlock, **kwargs)
+
+
+@register_model(**_tags("imagenet", "basic", residual=False))
+def plain18(**kwargs: Any) -> nn.Module:
+    """ResNet-18 for ImageNet (He et al. 2015, table 1).
+    Plain twin: no skip connections."""
+    return imagenet_resnet([2, 2, 2, 2], BasicBlock, **_plain(kwargs))
+
+
+@register_model(**_tags("imagenet", "preact_basic"))
+def preact_resnet18(**kwargs: Any) -> nn.Module:
+    """Pre-activation ResNet-18 for ImageNet (He et al. 2016)."""
+    return imagenet_resnet([2, 2, 2, 2], PreActBasicBlock, **kwargs)
+
+
+@register_model(**_tags("imagenet", "basic", group="resnet-d"))
+def resnet18d(**kwargs: Any) -> nn.Module:
+    """ResNet-18-D: deep stem and average-pool downsampling (He et al. 2019, sec. 4.1)."""
+    return imagenet_resnet([2, 2, 2, 2], BasicBlock, **{"deep_stem": True, "avg_down": True, **kwargs})
+
+
+@register_model(**_tags("imagenet", "basic"))
+def resnet34(**kwargs: Any) -> nn.Module:
+    """ResNet-34 for ImageNet (He et al. 2015, table 1)."""
+    return imagenet_resnet([3, 4, 6, 3], BasicBlock, **kwargs)
+
+
+@register_model(**_tags("imagenet", "basic", residual=False))
+def plain34(**kwargs: Any) -> nn.Module:
+    """ResNet-34 for ImageNet (He et al. 2015, table 1).
+    Plain twin: no skip connections."""
+    return imagenet_resnet([3, 4, 6, 3], BasicBlock, **_plain(kwargs))
+
+
+@register_model(**_tags("imagenet", "preact_basic"))
+def preact_resnet34(**kwargs: Any) -> nn.Module:
+    """Pre-activation ResNet-34 for ImageNet (He et al. 2016)."""
+    return imagenet_resnet([3, 4, 6, 3], PreActBasicBlock, **kwargs)
+
+
+@register_model(**_tags("imagenet", "basic", group="resnet-d"))
+def resnet34d(**kwargs: Any) -> nn.Module:
+    """ResNet-34-D: deep stem and average-pool downsampling (He et al. 2019, sec. 4.1)."""
+    return imagenet_resnet([3, 4, 6, 3], BasicBlock, **{"deep_stem": True, "avg_down": True, **kwargs})
+
+
+@register_model(**_tags("imagenet", "bottleneck"))
+def resnet50(**kwargs: Any) -> nn.Module:
+    """ResNet-50 for ImageNet (He et al. 2015, table 1)."""
+    return imagenet_resnet([3, 4, 6, 3], Bottleneck, **kwargs)
+
+
+@register_model(**_tags("imagenet", "bottleneck", residual=False))
+def plain50(**kwargs: Any) -> nn.Module:
+    """ResNet-50 for ImageNet (He et al. 2015, table 1).
+    Plain twin: no skip connections."""
+    return imagenet_resnet([3, 4, 6, 3], Bottleneck, **_plain(kwargs))
+
+
+@register_model(**_tags("imagenet", "preact_bottleneck"))
+def preact_resnet50(**kwargs: Any) -> nn.Module:
+    """Pre-activation ResNet-50 for ImageNet (He et al. 2016)."""
+    return imagenet_resnet([3, 4, 6, 3], PreActBottleneck, **kwargs)
+
+
+@register_model(**_tags("imagenet", "bottleneck", group="resnet-d"))
+def resnet50d(**kwargs: Any) -> nn.Module:
+    """ResNet-50-D: deep stem and average-pool downsampling (He et al. 2019, sec. 4.1)."""
+    return imagenet_resnet([3, 4, 6, 3], Bottleneck, **{"deep_stem": True, "avg_down": True, **kwargs})
+
+
+@register_model(**_tags("imagenet", "bottleneck"))
+def resnet101(**kwargs: Any) -> nn.Module:
+    """ResNet-101 for ImageNet (He et al. 2015, table 1)."""
+    return imagenet_resnet([3, 4, 23, 3], Bottleneck, **kwargs)
+
+
+@register_model(**_tags("imagenet", "bottleneck", residual=False))
+def plain101(**kwargs: Any) -> nn.Module:
+    """ResNet-101 for ImageNet (He et al. 2015, table 1).
+    Plain twin: no skip connections."""
+    return imagenet_resnet([3, 4, 23, 3], Bottleneck, **_plain(kwargs))
+
+
+@register_model(**_tags("imagenet", "preact_bottleneck"))
+def preact_resnet101(**kwargs: Any) -> nn.Module:
+    """Pre-activation ResNet-101 for ImageNet (He et al. 2016)."""
+    return imagenet_resnet([3, 4, 23, 3], PreActBottleneck, **kwargs)
+
+
+@register_model(**_tags("imagenet", "bottleneck", group="resnet-d"))
+def resnet101d(**kwargs: Any) -> nn.Module:
+    """ResNet-101-D: deep stem and average-pool downsampling (He et al. 2019, sec. 4.1)."""
+    return imagenet_resnet([3, 4, 23, 3], Bottleneck, **{"deep_stem": True, "avg_down": True, **kwargs})
+
+
+@register_model(**_tags("imagenet", "bottleneck"))
+def resnet152(**kwargs: Any) -> nn.Module:
+    """ResNet-152 for ImageNet (He et al. 2015, table 1)."""
+    return imagenet_resnet([3, 8, 36, 3], Bottleneck, **kwargs)
+
+
+@register_model(**_tags("imagenet", "bottleneck", residual=False))
+def plain152(**kwargs: Any) -> nn.Module:
+    """ResNet-152 for ImageNet (He et al. 2015, table 1).
+    Plain twin: no skip connections."""
+    return imagenet_resnet([3, 8, 36, 3], Bottleneck, **_plain(kwargs))
+
+
+@register_model(**_tags("imagenet", "preact_bottleneck"))
+def preact_resnet152(**kwargs: Any) -> nn.Module:
+    """Pre-activation ResNet-152 for ImageNet (He et al. 2016)."""
+    return imagenet_resnet([3, 8, 36, 3], PreActBottleneck, **kwargs)
+
 
 # Zagoruyko & Komodakis 2016, table 1 / 4.
-for _depth, _k in ((16, 8), (28, 10), (40, 4)):
-    _twins(f"wrn{_depth}_{_k}", f"plain_wrn{_depth}_{_k}",
-           partial(wide_resnet, _depth, _k, PreActBasicBlock), IMAGE_KWARGS,
-           f"WRN-{_depth}-{_k} (Zagoruyko & Komodakis 2016).", block="preact_basic",
-           family="wide", input_kind="image", input_size=(3, 32, 32))
 
-_twins("mlp_resnet", "plain_mlp", MLPResNet, MLP_KWARGS,
-       "MLP-ResNet: input projection, dense residual blocks "
-       "Dense(1024) -> [Dropout -> Dense(512) -> Dense(1024)] -> Add, head.",
-       block="dense", family="mlp", input_kind="vector", input_size=(784,))
+@register_model(**_tags("wide", "preact_basic", depth=16))
+def wrn16_8(**kwargs: Any) -> nn.Module:
+    """WRN-16-8 (Zagoruyko & Komodakis 2016)."""
+    return wide_resnet(16, 8, PreActBasicBlock, **kwargs)
+
+
+@register_model(**_tags("wide", "preact_basic", depth=16, residual=False))
+def plain_wrn16_8(**kwargs: Any) -> nn.Module:
+    """WRN-16-8 (Zagoruyko & Komodakis 2016).
+    Plain twin: no skip connections."""
+    return wide_resnet(16, 8, PreActBasicBlock, **_plain(kwargs))
+
+
+@register_model(**_tags("wide", "preact_basic", depth=28))
+def wrn28_10(**kwargs: Any) -> nn.Module:
+    """WRN-28-10 (Zagoruyko & Komodakis 2016)."""
+    return wide_resnet(28, 10, PreActBasicBlock, **kwargs)
+
+
+@register_model(**_tags("wide", "preact_basic", depth=28, residual=False))
+def plain_wrn28_10(**kwargs: Any) -> nn.Module:
+    """WRN-28-10 (Zagoruyko & Komodakis 2016).
+    Plain twin: no skip connections."""
+    return wide_resnet(28, 10, PreActBasicBlock, **_plain(kwargs))
+
+
+@register_model(**_tags("wide", "preact_basic", depth=40))
+def wrn40_4(**kwargs: Any) -> nn.Module:
+    """WRN-40-4 (Zagoruyko & Komodakis 2016)."""
+    return wide_resnet(40, 4, PreActBasicBlock, **kwargs)
+
+
+@register_model(**_tags("wide", "preact_basic", depth=40, residual=False))
+def plain_wrn40_4(**kwargs: Any) -> nn.Module:
+    """WRN-40-4 (Zagoruyko & Komodakis 2016).
+    Plain twin: no skip connections."""
+    return wide_resnet(40, 4, PreActBasicBlock, **_plain(kwargs))
+
+
+# The dense residual block of the MLP-ResNet, for tables.
+
+@register_model(**_tags("mlp", "dense"))
+def mlp_resnet(**kwargs: Any) -> nn.Module:
+    """MLP-ResNet: input projection, dense residual blocks
+    Dense(1024) -> [Dropout -> Dense(512) -> Dense(1024)] -> Add, head."""
+    return MLPResNet(**kwargs)
+
+
+@register_model(**_tags("mlp", "dense", residual=False))
+def plain_mlp(**kwargs: Any) -> nn.Module:
+    """MLP-ResNet without skip connections (the plain twin of ``mlp_resnet``)."""
+    return MLPResNet(**_plain(kwargs))

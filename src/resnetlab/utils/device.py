@@ -12,20 +12,46 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` -> cuda when available, else mps, else cpu; otherwise the named device."""
+    """``auto`` -> cuda when available, else mps, else cpu; otherwise the named device.
+
+    A device this machine lacks (``mps`` off a Mac, ``cuda`` without a GPU, ``cuda:3`` on a
+    two-GPU machine) is a :class:`ConfigError` naming ``--device``.
+    """
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:
         device = torch.device(spec)
-    except RuntimeError as err:
-        raise ConfigError(f"--device {spec!r} is not a device (try auto, cpu, cuda, cuda:1)") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {spec}: CUDA is not available on this machine (use --device cpu)")
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"--device {spec!r} is not a device (try auto, cpu, cuda, cuda:1, mps)") from None
+    _check_available(device, spec)
     return device
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
+def _check_available(device: torch.device, spec: str) -> None:
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {spec}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"--device {spec}: this machine has {count} CUDA device(s), "
+                              f"cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps":
+        if not _mps_available():
+            raise ConfigError(f"--device {spec}: Apple MPS is not available on this machine "
+                              "(it needs Apple silicon and a torch build with MPS; use --device cpu)")
+    elif device.type != "cpu":
+        backend = getattr(torch, device.type, None)  # e.g. torch.xpu
+        if not (backend and hasattr(backend, "is_available") and backend.is_available()):
+            raise ConfigError(f"--device {spec}: not available here; choose auto, cpu, cuda or mps")
 
 
 def cpu_has_fast_bf16() -> bool:

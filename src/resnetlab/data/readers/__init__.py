@@ -2,8 +2,8 @@
 
 - :mod:`.idx`: IDX files (MNIST, Fashion-MNIST, KMNIST), gzipped or raw.
 - :mod:`.cifar`: CIFAR-10/100, binary version and (through a restricted unpickler) python version.
-- :mod:`.image_folder`: ``root/<class>/<image>`` folders decoded with Pillow.
-- :mod:`.table`: CSV tables for the MLP-ResNet (standardised numeric, one-hot/embedded categorical).
+- :mod:`.image`: image files decoded with Pillow (any mode, resized, decompression bombs refused).
+- :mod:`.table`: CSV files as cells, each row with its file line for error messages.
 """
 
 from resnetlab.data.readers.cifar import load_cifar, read_cifar_binary, read_cifar_python

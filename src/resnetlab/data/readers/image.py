@@ -1,85 +1,30 @@
-"""Image folders laid out as ``root/<class>/<image>`` (the layout of torchvision's ImageFolder).
+"""Image files: PNG, JPEG, BMP and WebP decoded with Pillow.
 
-PNG, JPEG, BMP and WebP in any Pillow mode (1, L, LA, P, RGB, RGBA, CMYK, I;16, ...) are decoded
-to the model's channel count (1 or 3), resized to cover the target size and centre-cropped, and
-returned as uint8 ``(C, H, W)``.  Unreadable files raise ``DataError`` naming the path.
+Any Pillow mode (1, L, LA, P, RGB, RGBA, CMYK, I;16, ...) is decoded to the model's channel
+count (1 or 3), resized to cover the target size and centre-cropped, and returned as uint8
+``(C, H, W)``.  Unreadable files, including decompression bombs beyond Pillow's pixel limit
+(which we keep), raise ``DataError`` naming the path.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from resnetlab.utils.errors import ConfigError, DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "FolderIndex", "scan_folder", "decode_image", "probe_images",
-           "FolderBatches", "image_files"]
+__all__ = ["IMAGE_EXTENSIONS", "ALPHA_BACKGROUND", "decode_image", "probe_images",
+           "convert_mode", "fit_size"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 # Transparent pixels are composited onto black: the background of MNIST-style data, and the
 # value a premultiplied-alpha image already stores for "nothing here".
 ALPHA_BACKGROUND = 0
-
-
-@dataclass
-class FolderIndex:
-    """The files of an image folder: ``files[i]`` has label ``labels[i]`` (index into classes)."""
-
-    root: Path
-    classes: list[str]
-    files: list[Path]
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def subset(self, rows: np.ndarray) -> FolderIndex:
-        """The files at ``rows`` (same root and classes)."""
-        return FolderIndex(self.root, self.classes, [self.files[i] for i in rows], self.labels[rows])
-
-
-def image_files(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted; hidden files such as macOS ``._x.png``
-    resource forks are left out."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-                  and p.is_file())
-
-
-def scan_folder(root: str | Path, *, classes: list[str] | None = None) -> FolderIndex:
-    """List ``root/<class>/**/<image>``; class names are the sorted sub-folder names.
-
-    ``classes`` (the training classes) makes a folder whose classes differ an error, so a
-    validation folder can never silently shift label indices.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: not a directory (expected root/<class>/<image> folders)")
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not found:
-        raise DataError(f"{root}: no class folders; expected root/<class>/<image>.png|.jpg|...")
-    if classes is not None and found != list(classes):
-        missing = sorted(set(classes) - set(found))
-        extra = sorted(set(found) - set(classes))
-        raise DataError(f"{root}: classes differ from the training folder (missing {missing}, "
-                        f"extra {extra}); both folders need the same class sub-folders")
-    files: list[Path] = []
-    labels: list[int] = []
-    for label, name in enumerate(found):
-        members = image_files(root / name)
-        if not members:
-            raise DataError(f"{root / name}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} "
-                            "files); add images or remove the folder")
-        files += members
-        labels += [label] * len(members)
-    return FolderIndex(root, found, files, np.asarray(labels, dtype=np.int64))
 
 
 def _is_grey(img: Image.Image) -> bool:
@@ -154,35 +99,8 @@ def probe_images(files: list[Path], limit: int = 256) -> tuple[int, tuple[int, i
                 if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
                     width, height = height, width
                 sizes[(height, width)] += 1
-        except (OSError, ValueError, SyntaxError):
-            continue  # reported with its path when decoded
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue  # reported with its path (or skipped and counted) when decoded
     if not sizes:
         raise DataError(f"{files[0].parent}: none of the {len(files)} image files could be read")
     return (3 if colour else 1), sizes.most_common(1)[0][0]
-
-
-class FolderBatches(torch.utils.data.Dataset):
-    """A map-style data set whose items are whole batches: ``ds[[i, j, ...]]`` decodes those
-    files and returns ``(x uint8 (n, C, H, W), y int64 (n,), bad)`` where ``bad`` lists
-    ``(i, error)`` for files that could not be read (left out of ``x`` and ``y``).  Used with
-    ``batch_size=None`` so DataLoader workers decode whole batches in parallel.
-    """
-
-    def __init__(self, index: FolderIndex, in_chans: int, size: tuple[int, int]):
-        self.index, self.in_chans, self.size = index, in_chans, size
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, indices: list[int]
-                    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
-        images, keep, bad = [], [], []
-        for i in indices:
-            try:
-                images.append(decode_image(self.index.files[i], self.in_chans, self.size))
-                keep.append(i)
-            except DataError as err:
-                bad.append((i, str(err)))
-        x = (torch.from_numpy(np.stack(images)) if images
-             else torch.empty((0, self.in_chans, *self.size), dtype=torch.uint8))
-        return x, torch.from_numpy(self.index.labels[keep]), bad

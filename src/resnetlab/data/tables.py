@@ -1,0 +1,197 @@
+"""Tables as data: CSV rows -> standardised / encoded features for the MLP-ResNet.
+
+One column is the class label (``--target``).  Other columns are numeric (standardised to zero
+mean and unit variance) or categorical (one-hot, or integer codes for an embedding layer).  The
+statistics and category lists are fitted on the training rows only and kept in a
+:class:`TableSchema`, which round-trips through JSON so prediction preprocesses new rows exactly
+like training did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from resnetlab.data.bundle import DataBundle, RunSide, loader, split_meta, warn_single_class
+from resnetlab.data.loaders import TensorSource
+from resnetlab.data.readers.table import Table, numeric_column, read_csv
+from resnetlab.data.splits import resolve_val_size, split_train_val
+from resnetlab.utils.errors import ConfigError, DataError
+
+__all__ = ["TableSchema", "fit_schema", "target_codes", "ENCODINGS", "build_table"]
+
+ENCODINGS = ("onehot", "embed")
+
+
+def _looks_numeric(cells: list[str]) -> bool:
+    """Numeric when most cells parse as numbers; the rest are then reported as bad cells."""
+    parsed = 0
+    for cell in cells:
+        try:
+            float(cell)
+            parsed += 1
+        except ValueError:
+            pass
+    return parsed * 2 > len(cells)
+
+
+def _sort_classes(values: set[str]) -> list[str]:
+    try:
+        return sorted(values, key=lambda v: (float(v), v))
+    except ValueError:
+        return sorted(values)
+
+
+@dataclass
+class TableSchema:
+    """Everything needed to turn CSV rows into model inputs, fitted on training rows.
+
+    ``numeric``: ``[{"name", "mean", "std"}]``; ``categorical``: ``[{"name", "categories"}]``.
+    With ``encoding="onehot"`` each categorical column becomes ``len(categories)`` 0/1 features
+    (an unseen category: all zeros).  With ``"embed"`` it becomes one feature holding the integer
+    code, ``len(categories)`` for unseen values, for a model that embeds it
+    (``embed_columns()`` gives index and cardinality).
+    """
+
+    target: str
+    classes: list[str]
+    numeric: list[dict[str, Any]] = field(default_factory=list)
+    categorical: list[dict[str, Any]] = field(default_factory=list)
+    encoding: str = "onehot"
+
+    @property
+    def feature_names(self) -> list[str]:
+        """One name per feature column: numeric names, then ``col=category`` or ``col``."""
+        names = [c["name"] for c in self.numeric]
+        for col in self.categorical:
+            if self.encoding == "onehot":
+                names += [f"{col['name']}={cat}" for cat in col["categories"]]
+            else:
+                names.append(col["name"])
+        return names
+
+    def embed_columns(self) -> list[dict[str, Any]]:
+        """For ``encoding="embed"``: ``[{"name", "index", "cardinality"}]`` (unseen slot included)."""
+        if self.encoding != "embed":
+            return []
+        start = len(self.numeric)
+        return [{"name": c["name"], "index": start + k, "cardinality": len(c["categories"]) + 1}
+                for k, c in enumerate(self.categorical)]
+
+    def to_meta(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (``from_meta`` rebuilds the schema from it)."""
+        return {**asdict(self), "feature_names": self.feature_names,
+                "embed_columns": self.embed_columns()}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> TableSchema:
+        """The schema saved by ``to_meta`` (e.g. from a checkpoint)."""
+        return cls(meta["target"], list(meta["classes"]), list(meta["numeric"]),
+                   list(meta["categorical"]), meta.get("encoding", "onehot"))
+
+    def features(self, table: Table) -> np.ndarray:
+        """``(N, F)`` float32 features of every row of ``table`` (the target column is ignored)."""
+        parts = [((numeric_column(table, c["name"]) - c["mean"]) / c["std"])[:, None]
+                 for c in self.numeric]
+        for col in self.categorical:
+            lookup = {cat: k for k, cat in enumerate(col["categories"])}
+            codes = np.array([lookup.get(v.strip(), -1) for v in table.column(col["name"])])
+            if self.encoding == "onehot":
+                parts.append(codes[:, None] == np.arange(len(lookup))[None, :])
+            else:
+                parts.append(np.where(codes < 0, len(lookup), codes)[:, None])
+        if not parts:
+            return np.zeros((len(table.rows), 0), dtype=np.float32)
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def labels(self, table: Table) -> np.ndarray:
+        """Class indices of the target column; an empty or unknown value names its row."""
+        lookup = {c: k for k, c in enumerate(self.classes)}
+        out = np.empty(len(table.rows), dtype=np.int64)
+        for i, value in enumerate(table.column(self.target)):
+            if value.strip() not in lookup:
+                raise DataError(f"{table.where(i, self.target)}: target {value!r} is not one of "
+                                f"the {len(self.classes)} classes seen in training")
+            out[i] = lookup[value.strip()]
+        return out
+
+
+def target_codes(table: Table, target: str | None) -> np.ndarray:
+    """Integer codes of the target column (for stratified splits); checks it exists and is full."""
+    if target is None:
+        raise ConfigError(f"csv:{table.path} needs --target COLUMN "
+                          f"(columns: {', '.join(table.header)})")
+    values = [v.strip() for v in table.column(target)]
+    if "" in values:
+        raise DataError(f"{table.where(values.index(''), target)}: empty target cell; every row "
+                        "needs a class")
+    return np.unique(np.asarray(values), return_inverse=True)[1].reshape(-1)
+
+
+def fit_schema(table: Table, target: str | None, train_rows: np.ndarray, *,
+               categorical: list[str] | tuple[str, ...] = (), encoding: str = "onehot"
+               ) -> TableSchema:
+    """Decide column types and fit statistics on ``train_rows`` (indices into ``table.rows``).
+
+    Column types are decided from all rows (a structural choice, not a statistic); a column is
+    numeric when most of its cells are numbers, unless listed in ``categorical``.  Classes are
+    every value of the target column, sorted (numerically when they are numbers).
+    """
+    target_codes(table, target)
+    assert target is not None
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"categorical encoding {encoding!r}: choose {' or '.join(ENCODINGS)}")
+    for name in categorical:
+        table.column(name)  # raises naming the file and the available columns
+    values = {v.strip() for v in table.column(target)}
+    schema = TableSchema(target, _sort_classes(values), encoding=encoding)
+    for name in table.header:
+        if name == target:
+            continue
+        cells = table.column(name)
+        if name not in categorical and _looks_numeric(cells):
+            train = numeric_column(table, name)[train_rows]
+            std = float(train.std())
+            # a constant column stays centred at 0 instead of dividing by zero
+            schema.numeric.append({"name": name, "mean": float(train.mean()),
+                                   "std": std if std > 0 else 1.0})
+        else:
+            cats = sorted({cells[i].strip() for i in train_rows})
+            schema.categorical.append({"name": name, "categories": cats})
+    return schema
+
+
+def build_table(path: str, data_cfg: Any, run: RunSide) -> DataBundle:
+    """Bundle of ``csv:PATH`` (``--target`` names the class column; ``--val-dir`` may name a
+    validation CSV).  Tables have no test split and no augmentation."""
+    table = read_csv(Path(path).expanduser())
+    codes = target_codes(table, data_cfg.target)
+    val_table = read_csv(Path(data_cfg.val_dir).expanduser()) if data_cfg.val_dir else None
+    if val_table is not None:
+        val_size, val_source = 0, f"file {data_cfg.val_dir}"
+    else:
+        val_size, val_source = resolve_val_size(data_cfg.val_size, codes)
+    train_rows, val_rows = split_train_val(codes, val_size=val_size,
+                                           train_size=data_cfg.train_size,
+                                           seed=data_cfg.split_seed)
+    schema = fit_schema(table, data_cfg.target, train_rows,
+                        categorical=tuple(data_cfg.categorical), encoding=data_cfg.encoding)
+    warn_single_class(f"csv:{path} (--target {data_cfg.target})", schema.classes)
+    x, y = schema.features(table), schema.labels(table)
+    vx, vy = ((schema.features(val_table), schema.labels(val_table)) if val_table is not None
+              else (x[val_rows], y[val_rows]))
+
+    def tensors(xs: np.ndarray, ys: np.ndarray) -> TensorSource:
+        return TensorSource(torch.from_numpy(xs).to(run.device), torch.from_numpy(ys).to(run.device))
+
+    loaders = {"train": loader(tensors(x[train_rows], y[train_rows]), "train", data_cfg, run),
+               "val": loader(tensors(vx, vy), "val", data_cfg, run)}
+    meta = {"kind": "table", "name": f"csv:{path}", "source": path, "classes": schema.classes,
+            "num_classes": len(schema.classes), "input_shape": [x.shape[1]],
+            "table": schema.to_meta(), "augment": "none",
+            "split": split_meta(loaders, data_cfg, val_source)}
+    return DataBundle(loaders["train"], loaders["val"], None, schema.classes, meta)

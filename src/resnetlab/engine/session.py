@@ -1,0 +1,178 @@
+"""Everything one training run holds while it trains, built in one place.
+
+:func:`open_session` builds a :class:`TrainSession` from a model, loaders and a config; the
+loop (:mod:`resnetlab.engine.loop`) and the checkpoints (:mod:`resnetlab.engine.checkpointing`)
+work on it.  Each field has one meaning: ``net`` is what trains (DDP and/or compiled),
+``eval_net`` what is evaluated (the EMA weights when there are any).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from resnetlab.engine import distributed
+from resnetlab.engine.clock import Clock
+from resnetlab.engine.config import RunConfig
+from resnetlab.engine.ema import ModelEma
+from resnetlab.engine.guard import NonFiniteGuard
+from resnetlab.engine.logging import MetricsWriter, ProgressDisplay
+from resnetlab.engine.metrics import StepRecorder, StepStat
+from resnetlab.engine.optim import build_optimizer
+from resnetlab.engine.runtime import Runtime, prepare_runtime
+from resnetlab.engine.schedules import lr_schedule
+from resnetlab.engine.state import TrainProgress
+from resnetlab.engine.tracker import Tracker, pick_metric
+from resnetlab.utils.errors import ConfigError
+
+__all__ = ["TrainSession", "Window", "open_session", "steps_per_epoch", "epoch_batches"]
+
+
+@dataclass
+class Window:
+    """Loss sum, correct predictions and samples of the finite steps since the last reset."""
+
+    loss_sum: float = 0.0
+    hits: float = 0.0
+    count: int = 0
+
+    def add(self, s: StepStat) -> None:
+        self.loss_sum += s.loss * s.size
+        self.hits += s.hits
+        self.count += s.size
+
+    def take(self) -> Window:
+        """This window's totals; the window starts over."""
+        out = Window(self.loss_sum, self.hits, self.count)
+        self.loss_sum, self.hits, self.count = 0.0, 0.0, 0
+        return out
+
+
+@dataclass
+class TrainSession:
+    """The state of one run of :func:`~resnetlab.engine.fit` (see the module docstring)."""
+
+    cfg: RunConfig
+    run_dir: Path
+    rt: Runtime
+    model: nn.Module
+    net: nn.Module
+    eval_base: nn.Module
+    train_loader: Iterable
+    val_loader: Iterable | None
+    num_classes: int
+    steps_per_epoch: int
+    total_steps: int
+    optimizer: torch.optim.Optimizer
+    lr_fn: Callable[[int], float]
+    scaler: torch.amp.GradScaler
+    ema: ModelEma | None
+    guard: NonFiniteGuard
+    recorder: StepRecorder
+    tracker: Tracker
+    writer: MetricsWriter
+    display: ProgressDisplay
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+    tta: Callable | None = None
+    on_epoch_end: Callable[[dict[str, Any]], Any] | None = None
+    state: TrainProgress = field(default_factory=TrainProgress)
+    window: Window = field(default_factory=Window)
+    clock: Clock = field(default_factory=Clock)
+
+    @property
+    def main(self) -> bool:
+        return self.rt.dist.is_main
+
+    @property
+    def eval_net(self) -> nn.Module:
+        """What validation evaluates and ``best`` stores: the EMA weights when kept."""
+        return self.ema.module if self.ema is not None else self.eval_base
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    @property
+    def ckpt_root(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
+def steps_per_epoch(loader: Iterable, world_size: int = 1) -> int:
+    """Optimiser steps per epoch on each of ``world_size`` processes (a one-line error for
+    loaders without ``len()`` or with too few batches)."""
+    try:
+        n = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        raise ConfigError("the training loader has no len(); pass a sized iterable of (x, y) "
+                          "batches (a list, a DataLoader or a resnetlab loader)") from None
+    if world_size > 1 and getattr(loader, "world_size", 1) != world_size:
+        n //= world_size
+    if n < 1:
+        raise ConfigError(f"the training set gives {n} batches per epoch on each of {world_size} "
+                          "process(es); lower --batch-size or use more data")
+    return n
+
+
+def epoch_batches(loader: Iterable, epoch: int, start: int = 0, steps: int | None = None,
+                  rank: int = 0, world_size: int = 1) -> Iterator:
+    """Batches ``start, start + 1, ...`` of ``epoch`` for this rank.
+
+    Loaders with an ``epoch(epoch, start=)`` method (resnetlab's) jump straight to ``start``;
+    other iterables are iterated and the first batches skipped.  With ``world_size > 1`` rank
+    ``r`` takes every ``world_size``-th batch from ``r`` on (see :mod:`distributed`).
+    """
+    shard = world_size > 1 and getattr(loader, "world_size", 1) != world_size
+    first = start * world_size + rank if shard else start
+    if hasattr(loader, "epoch"):
+        it = iter(loader.epoch(epoch, start=first))
+    else:
+        it = itertools.islice(iter(loader), first, None)
+    if shard:
+        it = itertools.islice(it, 0, None, world_size)
+    return itertools.islice(it, None if steps is None else max(steps - start, 0))
+
+
+def _placed(model: nn.Module, rt: Runtime, compile: bool) -> tuple[nn.Module, nn.Module]:
+    """The module that trains (DDP under torchrun, compiled on request) and the one that
+    evaluates (never DDP: evaluation shards its batches itself)."""
+    model.to(rt.device)
+    if rt.channels_last:
+        model.to(memory_format=torch.channels_last)
+    base = distributed.wrap_ddp(model, rt.device)
+    net = torch.compile(base) if compile else base
+    if base is model:
+        return net, net
+    return net, torch.compile(model) if compile else model
+
+
+def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None,
+                 cfg: RunConfig, run_dir: Path, *, num_classes: int,
+                 progress: bool | None = None, **extra: Any) -> TrainSession:
+    """Resolve the runtime and build the optimiser, schedule, EMA, guard and writers for ``cfg``.
+
+    ``extra``: ``extra_meta``, ``tta``, ``on_epoch_end`` (see :func:`~resnetlab.engine.fit`).
+    """
+    tc, rt = cfg.train, prepare_runtime(cfg.train)
+    per_epoch = steps_per_epoch(train_loader, rt.dist.world_size)
+    total = min(tc.epochs * per_epoch, tc.max_steps or tc.epochs * per_epoch)
+    net, eval_base = _placed(model, rt, tc.compile)
+    optimizer = build_optimizer(model, cfg.optim)
+    lr_fn = lr_schedule(cfg.schedule, cfg.optim.lr, tc.epochs * per_epoch, per_epoch)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
+    return TrainSession(
+        cfg=cfg, run_dir=run_dir, rt=rt, model=model, net=net, eval_base=eval_base,
+        train_loader=train_loader, val_loader=val_loader, num_classes=num_classes,
+        steps_per_epoch=per_epoch, total_steps=total, optimizer=optimizer, lr_fn=lr_fn,
+        scaler=scaler, ema=ModelEma(model, tc.ema_decay) if tc.ema_decay else None,
+        guard=NonFiniteGuard(model, optimizer, scaler, tc.max_nonfinite_steps, lr_fn),
+        # the loop drains every log_every steps and at each epoch end
+        recorder=StepRecorder(max(1, min(tc.log_every, per_epoch)), rt.device),
+        tracker=Tracker(pick_metric(tc, val_loader is not None), tc.early_stop_patience),
+        writer=MetricsWriter(run_dir, enabled=rt.dist.is_main),
+        display=ProgressDisplay(progress, total, tc.epochs, enabled=rt.dist.is_main), **extra)

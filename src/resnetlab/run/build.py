@@ -1,0 +1,68 @@
+"""From a config to data and a network that fits it (what every run and evaluation builds first)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from resnetlab.data import build_data
+from resnetlab.engine.config import DataConfig, RunConfig
+from resnetlab.models.registry import create_model, model_info
+from resnetlab.utils.errors import ConfigError, UserError
+from resnetlab.utils.seed import seed_everything
+
+__all__ = ["make_data", "build_model", "build_data_and_model", "input_size", "check_input_fits"]
+
+
+def make_data(data_cfg: DataConfig, *, seed: int, device: torch.device, channels_last: bool,
+              in_chans: int | None) -> Any:
+    """``build_data`` for the data section of a config."""
+    return build_data(data_cfg, seed=seed, device=device, channels_last=channels_last,
+                      in_chans=in_chans)
+
+
+def input_size(input_kind: str, shape: Sequence[int]) -> int:
+    """What a model reads from data of ``shape``: channels (images) or features (vectors;
+    images are flattened, so an MLP-ResNet on 1x28x28 reads 784)."""
+    return math.prod(shape) if input_kind == "vector" else int(shape[0])
+
+
+def check_input_fits(model_name: str, input_kind: str, model_in: int | None,
+                     bundle: Any, data_name: str) -> None:
+    """One-line errors for a network that cannot read the data (tables vs images, channels)."""
+    shape = tuple(bundle.input_shape)
+    if input_kind == "image" and len(shape) != 3:
+        raise UserError(f"--model {model_name} reads images but --data {data_name} is a table "
+                        f"of {shape[0]} features; use a vector model such as mlp_resnet")
+    need = input_size(input_kind, shape)
+    if model_in is not None and model_in != need:
+        unit = "features" if input_kind == "vector" else "channels"
+        raise UserError(f"--model {model_name} expects {model_in} input {unit} but --data "
+                        f"{data_name} gives {need} (shape {shape}); use data with {model_in} {unit}")
+
+
+def build_model(cfg: RunConfig, bundle: Any) -> nn.Module:
+    """``create_model`` with the data's class count and input channels (or features)."""
+    kind = model_info(cfg.model.name).get("input_kind", "image")
+    key = "in_features" if kind == "vector" else "in_chans"
+    kwargs = dict(cfg.model.kwargs)
+    check_input_fits(cfg.model.name, kind, kwargs.get(key), bundle, cfg.data.name)
+    given = kwargs.get("num_classes")
+    if given is not None and given != bundle.num_classes:
+        raise ConfigError(f"--set num_classes={given}: --data {cfg.data.name} has "
+                          f"{bundle.num_classes} classes; drop num_classes")
+    kwargs.update({key: input_size(kind, bundle.input_shape), "num_classes": bundle.num_classes})
+    return create_model(cfg.model.name, **kwargs)
+
+
+def build_data_and_model(cfg: RunConfig, device: torch.device) -> tuple[Any, nn.Module]:
+    """The data bundle of ``cfg.data`` and a freshly initialised network that fits it."""
+    bundle = make_data(cfg.data, seed=cfg.train.seed, device=device,
+                       channels_last=cfg.train.channels_last,
+                       in_chans=cfg.model.kwargs.get("in_chans"))
+    seed_everything(cfg.train.seed)  # the initial weights depend on the seed only
+    return bundle, build_model(cfg, bundle)

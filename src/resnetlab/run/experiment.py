@@ -1,0 +1,191 @@
+"""Whole training runs: :func:`train` a config into a new run directory, :func:`resume` one.
+
+This is the one place that assembles a run (data, network, :func:`~resnetlab.engine.fit`, the
+final evaluation, ``results.json`` and the plots).  The CLI, the benchmarks and notebooks call
+it; ``resnetlab train`` with the same config gives the same run directory as
+``resnetlab.run.train(cfg)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resnetlab.checkpoint import read_meta, resolve_checkpoint_dir
+from resnetlab.engine import distributed, fit, new_run_dir
+from resnetlab.engine.config import RunConfig, validate
+from resnetlab.engine.loop import FitResult, pick_metric, steps_per_epoch
+from resnetlab.engine.rundir import lock_run_dir
+from resnetlab.run.build import build_data_and_model
+from resnetlab.run.outputs import final_results, write_outputs
+from resnetlab.run.recipes import fresh_name, resume_config
+from resnetlab.utils.device import resolve_device
+from resnetlab.utils.errors import ConfigError, UserError
+
+__all__ = ["Run", "Interrupted", "train", "resume", "TEST_ON"]
+
+TEST_ON = ("best", "last")
+
+
+@dataclass
+class Run:
+    """A run directory and what it holds.
+
+    ``results`` is ``results.json`` (None while the run is unfinished); ``fit`` is what this
+    process trained (None for a run opened from disk or found finished by :func:`resume`).
+    """
+
+    run_dir: Path
+    config: RunConfig
+    results: dict[str, Any] | None = None
+    fit: FitResult | None = None
+    already_finished: bool = False
+
+    @property
+    def best(self) -> Path | None:
+        """The best-on-validation checkpoint (what ``resnetlab eval RUN`` loads)."""
+        return resolve_checkpoint_dir(self.run_dir / "checkpoints" / "best")
+
+    @property
+    def last(self) -> Path | None:
+        """The latest checkpoint, with the training state :func:`resume` continues from."""
+        return resolve_checkpoint_dir(self.run_dir / "checkpoints" / "last")
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike) -> Run:
+        """A run directory written earlier (by this API or ``resnetlab train``)."""
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir}: no config.yaml there (not a run directory)")
+        results = run_dir / "results.json"
+        return cls(run_dir, RunConfig.from_yaml(run_dir / "config.yaml"),
+                   json.loads(results.read_text()) if results.is_file() else None)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; ``run_dir`` holds a checkpoint that :func:`resume` continues."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
+def train(config: RunConfig, *, test_on: str = "best", progress: bool | None = None) -> Run:
+    """Train ``config`` into a new run directory under ``config.runs_dir`` and evaluate it once.
+
+    Everything the config asks for is checked (and the data read) before the directory is
+    created, so a mistake leaves nothing behind.  ``test_on``: ``best`` (by validation) or
+    ``last`` weights for the final evaluation.  ``progress``: None (a bar on a terminal),
+    True or False.  Ctrl-C raises :class:`Interrupted` naming the directory to resume.
+    """
+    validate(config)
+    if test_on not in TEST_ON:
+        raise ConfigError(f"--test-on {test_on!r}: choose last or best")
+    fresh_name(config, named_by_flag=True)  # a taken name fails now, not after reading the data
+    return _execute(config, None, test_on, progress)
+
+
+def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None, *,
+           test_on: str = "best", progress: bool | None = None) -> Run:
+    """Continue ``run_dir`` exactly where its last checkpoint left off, then evaluate it.
+
+    ``overrides`` (dotted keys, e.g. ``{"train.epochs": 12}``) may change the schedule and the
+    loop but not the model, the data or the seed.  A finished run (it has ``results.json``) is
+    returned as it is, with ``already_finished=True``: nothing is trained or rewritten.
+    """
+    run_dir = Path(run_dir)
+    overrides = dict(overrides or {})
+    for key, flag in (("name", "--name"), ("runs_dir", "--runs-dir")):
+        if key in overrides:
+            raise ConfigError(f"{flag} with --resume {run_dir}: the run directory is {run_dir}")
+    cfg, changes = resume_config(run_dir, overrides)
+    if (run_dir / "results.json").is_file():
+        found = Run.open(run_dir)
+        found.already_finished = True
+        return found
+    if test_on not in TEST_ON:
+        raise ConfigError(f"--test-on {test_on!r}: choose last or best")
+    last = resolve_checkpoint_dir(run_dir / "checkpoints" / "last")
+    if last is None:
+        raise ConfigError(f"--resume {run_dir}: no checkpoints/last there (the run stopped "
+                          "before its first checkpoint); start a new run")
+    if distributed.is_main():
+        if changes:
+            _say("resuming with changed settings: " + ", ".join(changes))
+        _say(f"resuming {run_dir} at step {read_meta(last).get('step')}")
+    return _execute(cfg, run_dir, test_on, progress)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bool | None) -> Run:
+    """Build, check, claim the directory, fit, evaluate once, write the outputs.
+
+    Under ``torchrun`` every rank runs this; ``fit`` and the evaluation shard the batches and
+    only rank 0 writes files or prints.
+    """
+    start = time.perf_counter()
+    info, device = distributed.init_distributed(resolve_device(cfg.train.device))
+    try:
+        bundle, model = build_data_and_model(cfg, device)
+        pick_metric(cfg.train, has_val=_has_val(bundle))
+        steps_per_epoch(bundle.train, info.world_size)
+        run_dir = _claim_run_dir(cfg, resume_dir, info.is_main)
+        with _cleanup_if_empty(run_dir, fresh=resume_dir is None), _lock(run_dir, info.is_main):
+            try:
+                fitted = fit(model, bundle.train, bundle.val if _has_val(bundle) else None, cfg,
+                             run_dir, num_classes=bundle.num_classes, extra_meta=_meta(model, bundle),
+                             resume=resume_dir is not None, progress=progress if info.is_main else False)
+                results = final_results(model, bundle, cfg, fitted, test_on, device,
+                                        progress=progress if info.is_main else False)
+            except KeyboardInterrupt:
+                raise Interrupted(run_dir) from None
+            results["wall_time_s"] = time.perf_counter() - start
+            if info.is_main:
+                write_outputs(run_dir, results, bundle.classes)
+        return Run(run_dir, cfg, results, fitted)
+    finally:
+        distributed.cleanup()
+
+
+def _has_val(bundle: Any) -> bool:
+    return bundle.val is not None and bundle.val.num_samples > 0
+
+
+def _meta(model: Any, bundle: Any) -> dict[str, Any]:
+    """What every checkpoint carries so that the network can be rebuilt and fed alone."""
+    return {"model": model.build_args, "data": bundle.meta, "classes": bundle.classes}
+
+
+def _claim_run_dir(cfg: RunConfig, resume_dir: Path | None, main: bool) -> Path:
+    """The resumed directory, or a new one made by rank 0 and shared with the other ranks."""
+    if resume_dir is not None:
+        return resume_dir
+    made = new_run_dir(cfg.runs_dir, cfg.name, model=cfg.model.name, data=cfg.data.name) if main else None
+    return Path(distributed.broadcast_object(str(made) if made else None))
+
+
+def _lock(run_dir: Path, main: bool) -> contextlib.AbstractContextManager:
+    """Rank 0 holds the run directory's lock: two processes never train one run."""
+    return lock_run_dir(run_dir) if main else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _cleanup_if_empty(run_dir: Path, fresh: bool):
+    """A new run that fails before its first checkpoint leaves no directory behind, so a retry
+    with the same ``--name`` works."""
+    try:
+        yield
+    except (UserError, Interrupted):
+        if fresh and distributed.is_main() and resolve_checkpoint_dir(run_dir / "checkpoints" / "last") is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
