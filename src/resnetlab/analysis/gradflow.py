@@ -188,7 +188,21 @@ def describe(summaries: Sequence[dict[str, Any]], norm: str = "batch") -> list[s
     if plain:
         lines.append(_textbook(plain, norm))
     lines += _twins(summaries)
+    if norm == "none":
+        lines += [_forward(s) for s in summaries if not _is_plain(s["model"]) and _extreme(s["logits_std"])]
     return lines
+
+
+def _extreme(std: float) -> bool:
+    """Logits far from unit scale: the forward signal vanished (< 0.1) or exploded (> 100)."""
+    return _finite(std) and (std < 0.1 or std > 100)
+
+
+def _forward(s: dict[str, Any]) -> str:
+    way = "vanishes" if s["logits_std"] < 0.1 else "explodes"
+    return (f"without normalisation the forward signal of {s['model']} {way} (logits std "
+            f"{s['logits_std']:.3g}) while its weight gradients stay within {magnitude(s['spread'])} "
+            "across layers")
 
 
 def _one_model(s: dict[str, Any]) -> str:
@@ -213,8 +227,9 @@ def _textbook(plain: Sequence[dict[str, Any]], norm: str) -> str:
     deepest = max(plain, key=lambda s: s["layers"])
     r = deepest["first_last_ratio"]
     if r > 10:
+        grow = "they explode" if r > 1000 else "they grow toward the input instead of vanishing"
         what = ("this contradicts the textbook vanishing-gradient story: the early-layer gradients "
-                f"of {deepest['model']} are {magnitude(r)} larger than the last layer's, they explode")
+                f"of {deepest['model']} are {magnitude(r)} larger than the last layer's: {grow}")
     elif r < 0.1:
         what = (f"this agrees with the textbook story: the early-layer gradients of "
                 f"{deepest['model']} are {magnitude(1 / r)} smaller than the last layer's (they vanish)")
@@ -222,7 +237,7 @@ def _textbook(plain: Sequence[dict[str, Any]], norm: str) -> str:
         what = (f"neither vanishing nor exploding: {deepest['model']}'s first/last ratio is "
                 f"{magnitude(r)}")
     forward = deepest["logits_std"]
-    if norm == "none" and _finite(forward) and (forward < 0.1 or forward > 100):
+    if norm == "none" and _extreme(forward):
         what += (f"; without normalisation its forward signal "
                  f"{'vanishes' if forward < 0.1 else 'explodes'} (logits std {forward:.3g})")
     return what

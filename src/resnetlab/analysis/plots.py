@@ -19,7 +19,8 @@ from typing import Any
 from resnetlab.utils.errors import DataError
 
 __all__ = ["read_metrics", "plot_curves", "plot_confusion", "plot_gradflow", "plot_lesions",
-           "plot_explanations"]
+           "plot_explanations",
+           "plot_degradation", "plot_train_sizes"]
 
 # Beyond this many classes cell annotations become unreadable at any sensible figure size.
 _ANNOTATE_MAX_CLASSES = 20
@@ -306,4 +307,59 @@ def plot_explanations(images, maps, titles: Sequence[str], path: str | os.PathLi
         _show_image(ax, images[i])
         ax.imshow(maps[i].cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
         ax.set_title(titles[i], fontsize=6)
+    return _save(fig, path)
+
+
+# -- comparisons: the degradation figure and the data-size sweep --------------------------------
+
+def plot_degradation(curves: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
+                     title: str | None = None) -> Path:
+    """He et al. 2015, Fig. 1/6: training error (thin) and validation error (bold) against
+    epoch, one colour per depth, plain nets left and residual nets right; returns ``path``.
+
+    Each curve is a dict with ``family`` (``plain``/``resnet``), ``depth``, ``epoch``,
+    ``train_err`` and ``val_err`` (fractions; NaN where missing).
+    """
+    fig = _figure(11.0, 4.2)
+    axes = fig.subplots(1, 2, sharey=True)
+    depths = sorted({c["depth"] for c in curves})
+    for ax, family in zip(axes, ("plain", "resnet"), strict=True):
+        for c in (c for c in curves if c["family"] == family):
+            color = f"C{depths.index(c['depth']) % 10}"  # same depth, same colour in both panels
+            ax.plot(c["epoch"], [100 * v for v in c["train_err"]], lw=0.9, color=color,
+                    label=f"{family}-{c['depth']} train")
+            ax.plot(c["epoch"], [100 * v for v in c["val_err"]], lw=2.6, color=color,
+                    label=f"{family}-{c['depth']} val")
+        ax.set(title=f"{family} networks", xlabel="epoch")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel("error (%)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_train_sizes(points: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Final training (dashed) and validation (solid) accuracy against the number of training
+    images (log axis), one colour per model: the over-fitting gap, measured; returns ``path``.
+
+    Each point set is a dict with ``label``, ``sizes`` (None: the whole split, drawn at the
+    right end), ``train_acc`` and ``val_acc`` (fractions).
+    """
+    fig = _figure(6.5, 4.2)
+    ax = fig.subplots()
+    known = [n for p in points for n in p["sizes"] if n]
+    full = 2 * max(known) if known else 1  # "all" drawn right of the largest subset
+    for i, p in enumerate(points):
+        xs = [n or full for n in p["sizes"]]
+        ax.plot(xs, [100 * v for v in p["train_acc"]], "--o", ms=3, color=f"C{i % 10}",
+                label=f"{p['label']} train")
+        ax.plot(xs, [100 * v for v in p["val_acc"]], "-o", ms=3, lw=2, color=f"C{i % 10}",
+                label=f"{p['label']} val")
+    ax.set_xscale("log")
+    ax.set(xlabel="training images", ylabel="accuracy (%)",
+           title="final train (dashed) and validation (solid) accuracy")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
     return _save(fig, path)

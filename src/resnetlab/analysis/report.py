@@ -20,7 +20,7 @@ from typing import Any
 
 from resnetlab.utils.errors import DataError
 
-__all__ = ["Section", "Figure", "run_sections", "render_report", "write_report"]
+__all__ = ["Section", "Figure", "run_sections", "comparison_sections", "render_report", "write_report"]
 
 # analysis studies in the order a reader wants them (see analysis/studies.py)
 _STUDIES = [("gradflow", "Gradient flow"), ("lesion", "Block lesions (Veit et al. 2016)"),
@@ -145,9 +145,33 @@ def render_report(title: str, sections: list[Section]) -> str:
     return env.get_template("report.html.j2").render(title=title, sections=sections, created=created)
 
 
+def comparison_sections(folder: str | os.PathLike) -> tuple[str, list[Section]]:
+    """The title and sections of a comparison directory's report (``resnetlab compare``): the
+    findings, the table, the figures and links to the member runs, read off ``comparison.json``."""
+    folder = Path(folder)
+    info = json.loads((folder / "comparison.json").read_text())
+    sections = [Section("Findings", findings=list(info.get("findings", []))),
+                Section("Results (mean ± std over seeds)", columns=list(info.get("columns", [])),
+                        rows=[list(map(str, r)) for r in info.get("rows", [])])]
+    figures = [Figure(title, data_uri(folder / name)) for name, title in info.get("figures", [])
+               if (folder / name).is_file()]
+    if figures:
+        sections.append(Section("Figures", figures=figures))
+    members = info.get("members", [])
+    sections.append(Section("Member runs (run directories: resnetlab eval / report work on each)",
+                            columns=["run", "seed", "final train error", "test error"],
+                            rows=[[f"runs/{m['name']}", _fmt(m.get("seed")), _pct(m.get("final_train_err")),
+                                   _pct(m.get("test_err"))] for m in members]))
+    if (folder / "compare.yaml").is_file():
+        sections.append(Section("Plan and recipe", preformatted=(folder / "compare.yaml").read_text()))
+    return str(info.get("title", folder.name)), sections
+
+
 def write_report(source: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Write the HTML report of a run (default ``RUN/report.html``); returns its path."""
-    title, sections = run_sections(source)
+    """Write the HTML report of a run or of a comparison (default ``SOURCE/report.html``);
+    returns its path."""
+    is_comparison = (Path(source) / "comparison.json").is_file()
+    title, sections = (comparison_sections if is_comparison else run_sections)(source)
     path = Path(out) if out else Path(source) / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

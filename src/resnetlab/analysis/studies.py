@@ -77,7 +77,9 @@ def gradflow_targets(sources: Sequence[str], *, compare_plain: bool, norm: str, 
             out.append((f"{init.name}@init", init.model))
             for ckpt in checkpoint_dirs(source):
                 run = load_run(ckpt)
-                out.append((f"{run.name}@{ckpt.name} (epoch {run.meta.get('epoch', '?')})", run.model))
+                epoch = run.meta.get("epoch")
+                at = f"epoch {epoch:.3g}" if isinstance(epoch, (int, float)) else "epoch ?"
+                out.append((f"{run.name}@{ckpt.name} ({at})", run.model))
             args = init.build_args
         else:
             kwargs = {"in_chans": in_chans, "num_classes": num_classes}

@@ -30,6 +30,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("export", "export"),
     ("report", "report"),
     ("convert", "convert"),
+    ("finetune", "finetune"),
+    ("compare", "compare"),
 ]
 
 

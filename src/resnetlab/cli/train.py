@@ -67,6 +67,7 @@ def command(
     gamma: Annotated[float | None, Opt(help="Step schedule factor.", rich_help_panel=S)] = None,
     final_lr_frac: Annotated[float | None, Opt(help="Final learning rate as a fraction of the peak.", rich_help_panel=S)] = None,
     epochs: Annotated[int | None, Opt(help="Training epochs.", rich_help_panel=T)] = None,
+    time_budget: Annotated[str | None, Opt(help="Wall time for the whole run, e.g. 5m or 90s: a few steps are timed first and the step count is fixed to end inside it (saved in config.yaml).", rich_help_panel=T)] = None,
     max_steps: Annotated[int | None, Opt(help="Stop after this many steps (smoke tests).", rich_help_panel=T)] = None,
     label_smoothing: Annotated[float | None, Opt(help="Label smoothing.", rich_help_panel=T)] = None,
     ema: Annotated[float | None, Opt(help="Weight EMA decay per step, e.g. 0.999.", rich_help_panel=T)] = None,
@@ -77,6 +78,9 @@ def command(
     precision: Annotated[str | None, Opt(help="auto, fp32, bf16 or fp16.", rich_help_panel=T)] = None,
     channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last", help="NHWC memory layout.", rich_help_panel=T)] = None,
     compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile the model.", rich_help_panel=T)] = None,
+    nproc: Annotated[int | None, Opt(help="Train data-parallel on this many local processes (starts torchrun); the global batch is N x --batch-size.", rich_help_panel=T)] = None,
+    max_restarts: Annotated[int, Opt(help="With --nproc: restart a failed job this often, resuming from the last complete checkpoint.", rich_help_panel=T)] = 0,
+    sync_bn: Annotated[bool | None, Opt("--sync-bn/--no-sync-bn", help="BatchNorm statistics over the global batch of all processes (data-parallel runs).", rich_help_panel=T)] = None,
     deterministic: Annotated[bool | None, Opt("--deterministic/--no-deterministic", help="Deterministic algorithms (bit-exact resume).", rich_help_panel=T)] = None,
     device: Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:1, mps.", rich_help_panel=T)] = None,
     seed: Annotated[int | None, Opt(help="Seed of the batch order, augmentation and initialisation (the train/val split is fixed).", rich_help_panel=T)] = None,
@@ -95,12 +99,14 @@ def command(
                                        named_by_flag="name" in overrides)
             if note:
                 console(stderr=True).print(note)
-            result = run.train(cfg, test_on=test_on, progress=progress)
+            result = run.train(cfg, test_on=test_on, progress=progress,
+                               world_size=1 if nproc is None else nproc, max_restarts=max_restarts)
         else:
             if config is not None:
                 raise ConfigError(f"--config {config} with --resume {resume}: a resumed run uses "
                                   "its own config.yaml; drop --config")
-            result = run.resume(resume, overrides, test_on=test_on, progress=progress)
+            result = run.resume(resume, overrides, test_on=test_on, progress=progress,
+                                world_size=1 if nproc is None else nproc, max_restarts=max_restarts)
     except run.Interrupted as stop:
         console(stderr=True).print(_interrupted_hint(stop.run_dir))
         raise SystemExit(130) from None
@@ -134,6 +140,8 @@ def flag_overrides(params: dict[str, Any], set_items: list[str] | None) -> dict[
     for given, other in (("warmup_epochs", "warmup_frac"), ("warmup_frac", "warmup_epochs")):
         if f"schedule.{given}" in out:
             out.setdefault(f"schedule.{other}", 0.0)
+    if "train.time_budget" in out:  # a budget given now is planned now, not a saved config's steps
+        out.setdefault("train.steps", None)
     return out
 
 
@@ -171,6 +179,7 @@ def _split_label(split: dict[str, Any] | None) -> str:
 def print_summary(result) -> None:
     """The table at the end of a run, then the run directory."""
     from resnetlab.cli.common import console, print_table
+    from resnetlab.run.budget import budget_label
 
     cfg, res, run_dir = result.config, result.results, result.run_dir
     rate, unit = res["images_per_s"], res.get("rate_unit", "images/s")
@@ -185,6 +194,9 @@ def print_summary(result) -> None:
              (f"{unit} (training)", f"{rate:,.0f}" if rate else "-"),
              ("device", f"{res['environment']['device']} ({res['environment']['dtype']})"),
              ("run directory", str(run_dir))]
+    budget = budget_label(cfg, res["steps"], res["epochs"])
+    if budget:
+        rows.insert(3, ("time budget", budget))
     if res.get("stopped_early"):
         rows.insert(3, ("stopped early", f"best {res['metric']} at epoch {res['best_epoch']}"))
     print_table("summary", ["", "value"], rows, numbers=False)

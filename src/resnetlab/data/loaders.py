@@ -137,14 +137,19 @@ class BatchLoader:
             return torch.randperm(self.num_samples, generator=seeded_generator(self.seed, "order", epoch))
         return torch.arange(self.num_samples)
 
-    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
-        """Yield ``(x, y)`` for batches ``start, start + 1, ...`` of ``epoch``."""
+    # ``epoch(every=)`` reads only every k-th batch: the engine's distributed sampler for this
+    # loader (each rank reads and decodes its own batches of the one seeded permutation).
+    strided = True
+
+    def epoch(self, epoch: int = 0, start: int = 0, every: int = 1) -> Iterator[Batch]:
+        """Yield ``(x, y)`` for batches ``start, start + every, ...`` of ``epoch``."""
         if not 0 <= start <= len(self):
             raise ConfigError(f"start batch {start}: an epoch of the {self.name} split has "
                               f"{len(self)} batches")
         order, b = self.order(epoch), self.batch_size
-        chunks = [order[i * b:(i + 1) * b] for i in range(start, len(self))]
-        for i, (x, y) in enumerate(self.source.batches(chunks), start):
+        picked = range(start, len(self), every)
+        chunks = [order[i * b:(i + 1) * b] for i in picked]
+        for i, (x, y) in zip(picked, self.source.batches(chunks), strict=False):
             if len(y) == 0:
                 continue  # every file of the batch was skipped as unreadable
             gen = seeded_generator(self.seed, "augment", epoch, i) if self.train else None

@@ -5,6 +5,11 @@ mean and unit variance) or categorical (one-hot, or integer codes for an embeddi
 statistics and category lists are fitted on the training rows only and kept in a
 :class:`TableSchema`, which round-trips through JSON so prediction preprocesses new rows exactly
 like training did.
+
+Missing values (an empty cell, ``NA``, ``N/A``, ``nan``, ``null``, ``none`` or ``?``): in a
+numeric column the cell gets the training mean (0 after standardising); in a categorical column
+it is its own category, ``(missing)``.  Any other non-number in a numeric column is an error
+naming the row and column, and the target column may have no missing cells.
 """
 
 from __future__ import annotations
@@ -18,25 +23,35 @@ import torch
 
 from resnetlab.data.bundle import DataBundle, RunSide, loader, split_meta, warn_single_class
 from resnetlab.data.loaders import TensorSource
-from resnetlab.data.readers.table import Table, numeric_column, read_csv
+from resnetlab.data.readers.table import Table, is_missing, numeric_column, read_csv
 from resnetlab.data.splits import resolve_val_size, split_train_val
 from resnetlab.utils.errors import ConfigError, DataError
 
-__all__ = ["TableSchema", "fit_schema", "target_codes", "ENCODINGS", "build_table"]
+__all__ = ["TableSchema", "fit_schema", "target_codes", "ENCODINGS", "build_table",
+           "build_table_with_schema", "MISSING_CATEGORY"]
 
 ENCODINGS = ("onehot", "embed")
+MISSING_CATEGORY = "(missing)"
 
 
 def _looks_numeric(cells: list[str]) -> bool:
-    """Numeric when most cells parse as numbers; the rest are then reported as bad cells."""
-    parsed = 0
+    """Numeric when most present cells parse as numbers; the rest are then reported as bad
+    cells.  Missing cells do not count either way."""
+    parsed = present = 0
     for cell in cells:
+        if is_missing(cell):
+            continue
+        present += 1
         try:
             float(cell)
             parsed += 1
         except ValueError:
             pass
-    return parsed * 2 > len(cells)
+    return parsed * 2 > present
+
+
+def _category(cell: str) -> str:
+    return MISSING_CATEGORY if is_missing(cell) else cell.strip()
 
 
 def _sort_classes(values: set[str]) -> list[str]:
@@ -95,11 +110,13 @@ class TableSchema:
 
     def features(self, table: Table) -> np.ndarray:
         """``(N, F)`` float32 features of every row of ``table`` (the target column is ignored)."""
-        parts = [((numeric_column(table, c["name"]) - c["mean"]) / c["std"])[:, None]
-                 for c in self.numeric]
+        parts = []
+        for c in self.numeric:
+            z = (numeric_column(table, c["name"], allow_missing=True) - c["mean"]) / c["std"]
+            parts.append(np.nan_to_num(z, nan=0.0)[:, None])  # missing: the training mean
         for col in self.categorical:
             lookup = {cat: k for k, cat in enumerate(col["categories"])}
-            codes = np.array([lookup.get(v.strip(), -1) for v in table.column(col["name"])])
+            codes = np.array([lookup.get(_category(v), -1) for v in table.column(col["name"])])
             if self.encoding == "onehot":
                 parts.append(codes[:, None] == np.arange(len(lookup))[None, :])
             else:
@@ -154,13 +171,13 @@ def fit_schema(table: Table, target: str | None, train_rows: np.ndarray, *,
             continue
         cells = table.column(name)
         if name not in categorical and _looks_numeric(cells):
-            train = numeric_column(table, name)[train_rows]
-            std = float(train.std())
+            train = numeric_column(table, name, allow_missing=True)[train_rows]
+            train = train[~np.isnan(train)]
+            mean, std = (float(train.mean()), float(train.std())) if train.size else (0.0, 1.0)
             # a constant column stays centred at 0 instead of dividing by zero
-            schema.numeric.append({"name": name, "mean": float(train.mean()),
-                                   "std": std if std > 0 else 1.0})
+            schema.numeric.append({"name": name, "mean": mean, "std": std if std > 0 else 1.0})
         else:
-            cats = sorted({cells[i].strip() for i in train_rows})
+            cats = sorted({_category(cells[i]) for i in train_rows})
             schema.categorical.append({"name": name, "categories": cats})
     return schema
 
@@ -195,3 +212,22 @@ def build_table(path: str, data_cfg: Any, run: RunSide) -> DataBundle:
             "table": schema.to_meta(), "augment": "none",
             "split": split_meta(loaders, data_cfg, val_source)}
     return DataBundle(loaders["train"], loaders["val"], None, schema.classes, meta)
+
+
+def build_table_with_schema(path: str, table_meta: dict[str, Any], data_cfg: Any,
+                            run: RunSide) -> DataBundle:
+    """Every row of ``csv:PATH`` as the ``test`` split, preprocessed with a trained run's
+    schema (``meta["table"]``): what ``resnetlab eval RUN --data csv:held_out.csv`` scores.
+
+    The target column is the run's; a file without it gets the columns it does have listed.
+    """
+    schema = TableSchema.from_meta(table_meta)
+    table = read_csv(Path(path).expanduser())
+    x, y = schema.features(table), schema.labels(table)
+    source = TensorSource(torch.from_numpy(x).to(run.device), torch.from_numpy(y).to(run.device))
+    loaders = {"test": loader(source, "test", data_cfg, run)}
+    meta = {"kind": "table", "name": f"csv:{path}", "source": path, "classes": schema.classes,
+            "num_classes": len(schema.classes), "input_shape": [x.shape[1]],
+            "table": schema.to_meta(), "augment": "none",
+            "split": split_meta(loaders, data_cfg, "none (every row is test)")}
+    return DataBundle(None, None, loaders["test"], schema.classes, meta)

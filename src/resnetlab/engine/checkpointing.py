@@ -8,10 +8,12 @@ config and the metrics row of the epoch they come from.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from resnetlab.checkpoint import load_checkpoint, resolve_checkpoint_dir, save_checkpoint
+from resnetlab.engine import distributed
 from resnetlab.engine.ema import ModelEma
 from resnetlab.engine.session import TrainSession
 from resnetlab.engine.state import TrainProgress, match_param_layout, rng_state, set_rng_state
@@ -67,9 +69,6 @@ def restore(s: TrainSession) -> TrainProgress:
     ts = ckpt.train_state
     if ts is None:
         raise ConfigError(f"--resume {s.run_dir}: {found} holds weights only, no training state")
-    if ts.get("world_size", 1) != s.rt.dist.world_size:
-        raise ConfigError(f"--resume {s.run_dir}: saved with {ts['world_size']} processes; "
-                          f"resume with the same number (now {s.rt.dist.world_size})")
     ckpt.load_into(s.model)
     s.optimizer.load_state_dict(ts["optimizer"])
     match_param_layout(s.optimizer)
@@ -79,4 +78,18 @@ def restore(s: TrainSession) -> TrainProgress:
     elif s.ema is not None:  # EMA turned on at resume: start it from the loaded weights
         s.ema = ModelEma(s.model, s.cfg.train.ema_decay)
     set_rng_state(ts["rng"])
-    return TrainProgress.from_dict(ts["progress"])
+    return _on_world(s, TrainProgress.from_dict(ts["progress"]), ts.get("world_size", 1))
+
+
+def _on_world(s: TrainSession, st: TrainProgress, saved_world: int) -> TrainProgress:
+    """The saved position on this run's world size: per-rank batches and steps scale with
+    ``saved_world / world`` (the epoch's samples and the schedule's fraction stay put)."""
+    world = s.rt.dist.world_size
+    if saved_world == world:
+        return st
+    st.batch = min(distributed.map_batch(st.batch, saved_world, world), s.steps_per_epoch)
+    st.step = st.epoch * s.steps_per_epoch + st.batch
+    if s.main:  # said even without a progress display: the run's step numbers change here
+        print(f"resuming a {saved_world}-process checkpoint on {world}: epoch {st.epoch + 1} "
+              f"continues at batch {st.batch} of {s.steps_per_epoch}", file=sys.stderr, flush=True)
+    return st

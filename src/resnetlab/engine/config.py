@@ -20,10 +20,11 @@ from typing import Any, Union
 
 import yaml
 
+from resnetlab.utils.duration import parse_duration
 from resnetlab.utils.errors import ConfigError
 
 __all__ = [
-    "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "RunConfig",
+    "ModelConfig", "DataConfig", "FinetuneConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "RunConfig",
     "apply_overrides", "FLAGS", "flag_for", "validate",
 ]
 
@@ -128,12 +129,41 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool = True
     compile: bool = False
+    # BatchNorm statistics over the global batch of all ranks under torchrun (no-op on one)
+    sync_bn: bool = False
     deterministic: bool = False
     device: str = "auto"
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int | None = None
     tta: bool = False
+    # ``time_budget`` (seconds, or text such as "5m"): before training, a few steps are timed
+    # and ``steps`` is fixed so the whole run ends inside it (resnetlab.run.budget); a config
+    # that already has ``steps`` (a saved config.yaml) reruns that length without measuring.
+    time_budget: float | str | None = None
+    # The run's length in optimiser steps when set: the schedule ends there, not at epochs.
+    steps: int | None = None
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning from a pretrained run or weights file (``source``; None: train from scratch).
+
+    ``freeze``: ``none``, ``stem``, ``stages:K`` (the stem and K stages from the input) or
+    ``backbone``; ``bn``: ``train`` or ``frozen`` (running statistics, no gamma/beta updates);
+    ``backbone_lr_scale`` multiplies the backbone's learning rate (the head's is ``optim.lr``);
+    ``unfreeze_at``: frozen stages train after this many epochs; ``bn_reestimate``: batches of
+    the new data that recompute BN statistics before training (0: none).  ``source_classes``
+    records the pretrained classes (filled in by the fine-tune).
+    """
+
+    source: str | None = None
+    freeze: str = "none"
+    bn: str = "train"
+    backbone_lr_scale: float = 1.0
+    unfreeze_at: int | None = None
+    bn_reestimate: int = 0
+    source_classes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -145,6 +175,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     name: str | None = None
     runs_dir: str = "runs"
 
@@ -218,9 +249,13 @@ FLAGS: dict[str, str] = {
     "train.early_stop_metric": "--early-stop-metric",
     "train.max_nonfinite_steps": "--max-nonfinite-steps", "train.precision": "--precision",
     "train.channels_last": "--channels-last", "train.compile": "--compile",
+    "train.sync_bn": "--sync-bn",
     "train.deterministic": "--deterministic", "train.device": "--device", "train.seed": "--seed",
     "train.log_every": "--log-every", "train.checkpoint_every": "--checkpoint-every",
-    "train.tta": "--tta", "name": "--name", "runs_dir": "--runs-dir",
+    "train.tta": "--tta", "train.time_budget": "--time-budget", "name": "--name", "runs_dir": "--runs-dir",
+    "finetune.source": "--from", "finetune.freeze": "--freeze", "finetune.bn": "--bn",
+    "finetune.backbone_lr_scale": "--backbone-lr-scale", "finetune.unfreeze_at": "--unfreeze-at",
+    "finetune.bn_reestimate": "--bn-reestimate",
 }
 
 
@@ -231,6 +266,14 @@ def flag_for(key: str) -> str:
 
 def _finite(x: float) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _duration_ok(value: Any) -> bool:
+    try:
+        parse_duration(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _in(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], bool]:
@@ -265,6 +308,8 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.max_nonfinite_steps": (_COUNT, "at least 1"),
     "train.early_stop_metric": (lambda v: v in METRICS, "one of " + ", ".join(METRICS)),
     "train.log_every": (_COUNT, "at least 1 step"),
+    "train.steps": (_COUNT, "at least 1"),
+    "train.time_budget": (_duration_ok, "a duration such as 5m, 90s or 300 (seconds)"),
     "train.checkpoint_every": (_NON_NEGATIVE, ">= 0 steps (0 or null: only at epoch ends)"),
     "data.batch_size": (_COUNT, "at least 1"),
     "data.eval_batch_size": (_COUNT, "at least 1"),
@@ -272,6 +317,10 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.val_size": (lambda v: (isinstance(v, int) and v >= 0) or 0 < v < 1,
                       "a count >= 0 or a fraction in (0, 1), e.g. 500 or 0.1"),
     "data.on_bad_image": (lambda v: v in ("error", "skip"), "error or skip"),
+    "finetune.bn": (lambda v: v in ("train", "frozen"), "train or frozen"),
+    "finetune.backbone_lr_scale": (_NON_NEGATIVE, "a finite number >= 0"),
+    "finetune.unfreeze_at": (_NON_NEGATIVE, "an epoch >= 0"),
+    "finetune.bn_reestimate": (_NON_NEGATIVE, "a number of batches >= 0"),
 }
 
 

@@ -71,7 +71,11 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str,
     was_training = model.training
     model.eval()
     meter = ClassificationMeter(num_classes, rt.device)
-    batches = itertools.islice(iter(loader), rt.dist.rank, None, rt.dist.world_size)
+    rank, world = rt.dist.rank, rt.dist.world_size
+    if world > 1 and getattr(loader, "strided", False):  # read only this rank's batches
+        batches = iter(loader.epoch(0, start=min(rank, len(loader)), every=world))
+    else:
+        batches = itertools.islice(iter(loader), rank, None, world)
     for x, y in batches:
         x, y = to_device(x, rt), y.to(rt.device, non_blocking=True)
         log_probs = _log_probs(model, x, rt, tta)

@@ -23,18 +23,27 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     A parameter counts as norm/bias when it belongs to a normalisation layer, is named ``bias``,
     or is 0/1-D (per-channel scales such as layer-scale).  Frozen parameters are left out, so
     fine-tuning a partly frozen network works; shared parameters appear once.
+
+    A fine-tune sets ``model.lr_scales`` (``{parameter name: lr scale}``, see
+    ``resnetlab.transfer.finetune``): each scale gets its own groups, and the parameters it
+    names join even while frozen (no gradient: the optimiser skips them), so unfreezing later
+    keeps the groups, and a resumed run's optimiser state, unchanged.
     """
-    decay, no_decay, seen = [], [], set()
+    scales = getattr(model, "lr_scales", None) or {}
+    scale_of = {id(p): float(scales[n]) for n, p in model.named_parameters() if n in scales}
+    found: dict[tuple[bool, float], list[torch.Tensor]] = {}
+    seen: set[int] = set()
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad or id(param) in seen:
+            if id(param) in seen or not (param.requires_grad or id(param) in scale_of):
                 continue
             seen.add(id(param))
             is_norm_or_bias = isinstance(module, _NORM_TYPES) or name == "bias" or param.ndim <= 1
-            (no_decay if is_norm_or_bias and not decay_norm_and_bias else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay, "group": "decay"},
-              {"params": no_decay, "weight_decay": 0.0, "group": "no_decay"}]
-    return [g for g in groups if g["params"]]
+            decays = not is_norm_or_bias or decay_norm_and_bias
+            found.setdefault((decays, scale_of.get(id(param), 1.0)), []).append(param)
+    order = sorted(found, key=lambda k: (not k[0], -k[1]))  # decay first, as before
+    return [{"params": found[k], "weight_decay": weight_decay if k[0] else 0.0,
+             "group": "decay" if k[0] else "no_decay", "lr_scale": k[1]} for k in order]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:

@@ -19,7 +19,7 @@ from torch import nn
 
 from resnetlab.engine import distributed
 from resnetlab.engine.clock import Clock
-from resnetlab.engine.config import RunConfig
+from resnetlab.engine.config import RunConfig, TrainConfig
 from resnetlab.engine.ema import ModelEma
 from resnetlab.engine.guard import NonFiniteGuard
 from resnetlab.engine.logging import MetricsWriter, ProgressDisplay
@@ -119,6 +119,17 @@ def steps_per_epoch(loader: Iterable, world_size: int = 1) -> int:
     return n
 
 
+def planned_steps(tc: TrainConfig, per_epoch: int) -> int:
+    """The run's length in steps, where the schedule ends: ``train.steps`` when set (what
+    ``--time-budget`` decides), else ``epochs`` x ``per_epoch``."""
+    if tc.steps is None:
+        return tc.epochs * per_epoch
+    if tc.steps > tc.epochs * per_epoch:
+        raise ConfigError(f"--set train.steps={tc.steps} needs --epochs >= "
+                          f"{-(-tc.steps // per_epoch)} ({per_epoch} steps per epoch)")
+    return tc.steps
+
+
 def epoch_batches(loader: Iterable, epoch: int, start: int = 0, steps: int | None = None,
                   rank: int = 0, world_size: int = 1) -> Iterator:
     """Batches ``start, start + 1, ...`` of ``epoch`` for this rank.
@@ -129,21 +140,27 @@ def epoch_batches(loader: Iterable, epoch: int, start: int = 0, steps: int | Non
     """
     shard = world_size > 1 and getattr(loader, "world_size", 1) != world_size
     first = start * world_size + rank if shard else start
-    if hasattr(loader, "epoch"):
+    if shard and getattr(loader, "strided", False):
+        # the loader reads only this rank's batches (a streaming loader decodes no others)
+        it = iter(loader.epoch(epoch, start=first, every=world_size))
+    elif hasattr(loader, "epoch"):
         it = iter(loader.epoch(epoch, start=first))
     else:
         it = itertools.islice(iter(loader), first, None)
-    if shard:
+    if shard and not getattr(loader, "strided", False):
         it = itertools.islice(it, 0, None, world_size)
     return itertools.islice(it, None if steps is None else max(steps - start, 0))
 
 
-def _placed(model: nn.Module, rt: Runtime, compile: bool) -> tuple[nn.Module, nn.Module]:
-    """The module that trains (DDP under torchrun, compiled on request) and the one that
-    evaluates (never DDP: evaluation shards its batches itself)."""
+def _placed(model: nn.Module, rt: Runtime, compile: bool,
+            sync_bn: bool = False) -> tuple[nn.Module, nn.Module]:
+    """The module that trains (DDP under torchrun, SyncBN and compiled on request) and the one
+    that evaluates (never DDP: evaluation shards its batches itself)."""
     model.to(rt.device)
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
+    if sync_bn:
+        distributed.convert_sync_bn(model, rt.device)
     base = distributed.wrap_ddp(model, rt.device)
     net = torch.compile(base) if compile else base
     if base is model:
@@ -160,10 +177,11 @@ def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable 
     """
     tc, rt = cfg.train, prepare_runtime(cfg.train)
     per_epoch = steps_per_epoch(train_loader, rt.dist.world_size)
-    total = min(tc.epochs * per_epoch, tc.max_steps or tc.epochs * per_epoch)
-    net, eval_base = _placed(model, rt, tc.compile)
+    planned = planned_steps(tc, per_epoch)
+    total = min(planned, tc.max_steps or planned)
+    net, eval_base = _placed(model, rt, tc.compile, tc.sync_bn)
     optimizer = build_optimizer(model, cfg.optim)
-    lr_fn = lr_schedule(cfg.schedule, cfg.optim.lr, tc.epochs * per_epoch, per_epoch)
+    lr_fn = lr_schedule(cfg.schedule, cfg.optim.lr, planned, per_epoch)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     return TrainSession(
         cfg=cfg, run_dir=run_dir, rt=rt, model=model, net=net, eval_base=eval_base,

@@ -16,6 +16,7 @@
 
 from resnetlab.engine.config import (
     DataConfig,
+    FinetuneConfig,
     ModelConfig,
     OptimConfig,
     RunConfig,
@@ -23,8 +24,10 @@ from resnetlab.engine.config import (
     TrainConfig,
     apply_overrides,
 )
+from resnetlab.run.compare import Comparison, compare, resume_comparison
 from resnetlab.run.evaluation import SPLITS, EvalReport, evaluate
 from resnetlab.run.experiment import TEST_ON, Interrupted, Run, resume, train
+from resnetlab.run.finetune import finetune
 from resnetlab.run.recipes import (
     config_with,
     fresh_name,
@@ -35,9 +38,9 @@ from resnetlab.run.recipes import (
 )
 
 __all__ = [
-    "train", "resume", "evaluate", "Run", "Interrupted", "EvalReport", "RunConfig",
-    "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig",
+    "train", "resume", "evaluate", "finetune", "Run", "Interrupted", "EvalReport", "RunConfig",
+    "ModelConfig", "DataConfig", "FinetuneConfig", "OptimConfig", "ScheduleConfig", "TrainConfig",
     "apply_overrides", "load_recipe", "locate_recipe", "recipe_names", "config_with", "SPLITS",
     "fresh_name", "resume_config",
-    "TEST_ON",
+    "TEST_ON", "compare", "resume_comparison", "Comparison",
 ]

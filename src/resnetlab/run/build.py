@@ -11,6 +11,7 @@ from torch import nn
 
 from resnetlab.data import build_data
 from resnetlab.engine.config import DataConfig, RunConfig
+from resnetlab.models.mlp import table_defaults
 from resnetlab.models.registry import create_model, model_info
 from resnetlab.utils.errors import ConfigError, UserError
 from resnetlab.utils.seed import seed_everything
@@ -56,7 +57,25 @@ def build_model(cfg: RunConfig, bundle: Any) -> nn.Module:
         raise ConfigError(f"--set num_classes={given}: --data {cfg.data.name} has "
                           f"{bundle.num_classes} classes; drop num_classes")
     kwargs.update({key: input_size(kind, bundle.input_shape), "num_classes": bundle.num_classes})
+    if kind == "vector" and "table" in bundle.meta:
+        kwargs.update(table_model_args(cfg.model.name, kwargs, bundle.meta))
     return create_model(cfg.model.name, **kwargs)
+
+
+# the MLP-ResNet arguments that size the network; naming any of them turns table sizing off
+_SIZING = ("width", "bottleneck_width", "width_mult", "num_blocks", "drop_rate")
+
+
+def table_model_args(name: str, kwargs: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """For a vector model on a table: embeddings for ``encoding="embed"`` columns, and (for
+    the MLP-ResNets, unless sized by the user) a width and dropout for the table's size."""
+    out: dict[str, Any] = {}
+    embed = meta["table"].get("embed_columns") or []
+    if embed and "embed_columns" not in kwargs:
+        out["embed_columns"] = [[c["index"], c["cardinality"]] for c in embed]
+    if name in ("mlp_resnet", "plain_mlp") and not any(k in kwargs for k in _SIZING):
+        out.update(table_defaults(int(meta["split"].get("train") or 0)))
+    return out
 
 
 def build_data_and_model(cfg: RunConfig, device: torch.device) -> tuple[Any, nn.Module]:

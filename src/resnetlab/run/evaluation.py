@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from resnetlab.data import BatchLoader, flip_tta
+from resnetlab.data.bundle import RunSide
+from resnetlab.data.tables import build_table_with_schema
 from resnetlab.deploy import LoadedModel, load_model
 from resnetlab.engine import evaluate as engine_evaluate
 from resnetlab.engine.config import DataConfig, RunConfig
@@ -126,6 +128,11 @@ def data_for(loaded: LoadedModel, data: str | None, *, split: str, data_dir: str
     if name is None:
         raise ConfigError(f"{loaded.source}: bare weights do not say which data they were trained "
                           "on; pass --data NAME (e.g. --data fashion-mnist)")
+    table = (loaded.data_meta or {}).get("table")
+    if table and name != trained and name.startswith("csv:"):
+        # a held-out table: the run's target column and column statistics; every row is test
+        cfg = DataConfig(name=name, eval_batch_size=batch_size or DataConfig.eval_batch_size)
+        return build_table_with_schema(name[4:], table, cfg, RunSide(0, device, False, None))
     saved = loaded.meta.get("config")
     same = name == trained
     cfg = RunConfig.from_dict(saved, source=str(loaded.source)).data if saved and same else DataConfig(name=name)

@@ -23,8 +23,11 @@ from resnetlab.engine import distributed, fit, new_run_dir
 from resnetlab.engine.config import RunConfig, validate
 from resnetlab.engine.loop import FitResult, pick_metric, steps_per_epoch
 from resnetlab.engine.rundir import lock_run_dir
+from resnetlab.run.budget import apply_time_budget
 from resnetlab.run.build import build_data_and_model
+from resnetlab.run.launch import launch
 from resnetlab.run.outputs import final_results, write_outputs
+from resnetlab.run.pretrained import prepare_finetune
 from resnetlab.run.recipes import fresh_name, resume_config
 from resnetlab.utils.device import resolve_device
 from resnetlab.utils.errors import ConfigError, UserError
@@ -77,28 +80,68 @@ class Interrupted(KeyboardInterrupt):
         self.run_dir = run_dir
 
 
-def train(config: RunConfig, *, test_on: str = "best", progress: bool | None = None) -> Run:
+def train(config: RunConfig, *, test_on: str = "best", progress: bool | None = None,
+          world_size: int = 1, max_restarts: int = 0) -> Run:
     """Train ``config`` into a new run directory under ``config.runs_dir`` and evaluate it once.
 
     Everything the config asks for is checked (and the data read) before the directory is
     created, so a mistake leaves nothing behind.  ``test_on``: ``best`` (by validation) or
     ``last`` weights for the final evaluation.  ``progress``: None (a bar on a terminal),
     True or False.  Ctrl-C raises :class:`Interrupted` naming the directory to resume.
+    ``world_size`` > 1 trains data-parallel on that many local processes (torchrun; the global
+    batch is ``world_size`` x ``data.batch_size``); ``max_restarts``: torchrun restarts a
+    failed job this often, each time resuming from the last complete checkpoint.
     """
     validate(config)
     if test_on not in TEST_ON:
         raise ConfigError(f"--test-on {test_on!r}: choose last or best")
-    fresh_name(config, named_by_flag=True)  # a taken name fails now, not after reading the data
+    restarted = _restarted_run(config)
+    if restarted is not None:
+        return resume(restarted, test_on=test_on, progress=progress)
+    if distributed.restart_count() == 0:  # a restart reuses the directory its attempt made
+        fresh_name(config, named_by_flag=True)  # a taken name fails now, not after reading the data
+    if world_size != 1 or max_restarts:
+        try:
+            made = launch(config, world_size, max_restarts=max_restarts, test_on=test_on,
+                          progress=progress)
+        except KeyboardInterrupt:
+            raise Interrupted(Path(config.runs_dir) / str(config.name)) from None
+        return _launched(made)
     return _execute(config, None, test_on, progress)
 
 
+def _restarted_run(cfg: RunConfig) -> Path | None:
+    """Under ``torchrun --max-restarts``: after a restart, the run the failed attempt started
+    when it holds a checkpoint to continue from (else None: it starts afresh)."""
+    if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0 and cfg.name is None:
+        raise ConfigError("torchrun --max-restarts needs --name NAME: a restarted job finds its "
+                          "run directory by name (resnetlab train --nproc N names it itself)")
+    if distributed.restart_count() == 0:
+        return None
+    run_dir = Path(cfg.runs_dir) / str(cfg.name)
+    found = resolve_checkpoint_dir(run_dir / "checkpoints" / "last") is not None
+    if found and distributed.is_main():
+        _say(f"torchrun restart {distributed.restart_count()}: resuming {run_dir}")
+    return run_dir if found else None
+
+
+def _launched(run_dir: Path) -> Run:
+    run = Run.open(run_dir)
+    if run.results is None:
+        raise ConfigError(f"{run_dir}: the launched run ended without results.json")
+    return run
+
+
 def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None, *,
-           test_on: str = "best", progress: bool | None = None) -> Run:
+           test_on: str = "best", progress: bool | None = None, world_size: int = 1,
+           max_restarts: int = 0) -> Run:
     """Continue ``run_dir`` exactly where its last checkpoint left off, then evaluate it.
 
     ``overrides`` (dotted keys, e.g. ``{"train.epochs": 12}``) may change the schedule and the
     loop but not the model, the data or the seed.  A finished run (it has ``results.json``) is
     returned as it is, with ``already_finished=True``: nothing is trained or rewritten.
+    ``world_size``/``max_restarts`` as in :func:`train`; the world size may differ from the
+    run's (the position in the epoch is mapped, see ``distributed.map_batch``).
     """
     run_dir = Path(run_dir)
     overrides = dict(overrides or {})
@@ -116,6 +159,12 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None, 
     if last is None:
         raise ConfigError(f"--resume {run_dir}: no checkpoints/last there (the run stopped "
                           "before its first checkpoint); start a new run")
+    if world_size != 1 or max_restarts:
+        try:
+            return _launched(launch(None, world_size, resume_dir=run_dir, overrides=overrides,
+                                    max_restarts=max_restarts, test_on=test_on, progress=progress))
+        except KeyboardInterrupt:
+            raise Interrupted(run_dir) from None
     if distributed.is_main():
         if changes:
             _say("resuming with changed settings: " + ", ".join(changes))
@@ -137,14 +186,21 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
     info, device = distributed.init_distributed(resolve_device(cfg.train.device))
     try:
         bundle, model = build_data_and_model(cfg, device)
+        # a fine-tune (cfg.finetune.source): pretrained weights and freeze/BN/lr policies
+        on_epoch_end = prepare_finetune(cfg, model, bundle, device, resume_dir)
         pick_metric(cfg.train, has_val=_has_val(bundle))
         steps_per_epoch(bundle.train, info.world_size)
+        if resume_dir is None:  # --time-budget fixes train.steps (a resumed run has them)
+            cfg = apply_time_budget(cfg, model, bundle, spent_s=time.perf_counter() - start)
+            # every rank must run the same number of steps: rank 0's measurement decides
+            cfg.train.steps = distributed.broadcast_object(cfg.train.steps)
         run_dir = _claim_run_dir(cfg, resume_dir, info.is_main)
         with _cleanup_if_empty(run_dir, fresh=resume_dir is None), _lock(run_dir, info.is_main):
             try:
                 fitted = fit(model, bundle.train, bundle.val if _has_val(bundle) else None, cfg,
                              run_dir, num_classes=bundle.num_classes, extra_meta=_meta(model, bundle),
-                             resume=resume_dir is not None, progress=progress if info.is_main else False)
+                             resume=resume_dir is not None, progress=progress if info.is_main else False,
+                             on_epoch_end=on_epoch_end)
                 results = final_results(model, bundle, cfg, fitted, test_on, device,
                                         progress=progress if info.is_main else False)
             except KeyboardInterrupt:
@@ -170,6 +226,9 @@ def _claim_run_dir(cfg: RunConfig, resume_dir: Path | None, main: bool) -> Path:
     """The resumed directory, or a new one made by rank 0 and shared with the other ranks."""
     if resume_dir is not None:
         return resume_dir
+    if main and distributed.restart_count() > 0 and cfg.name:
+        # torchrun restarted a job that died before its first checkpoint: start it again there
+        shutil.rmtree(Path(cfg.runs_dir) / cfg.name, ignore_errors=True)
     made = new_run_dir(cfg.runs_dir, cfg.name, model=cfg.model.name, data=cfg.data.name) if main else None
     return Path(distributed.broadcast_object(str(made) if made else None))
 

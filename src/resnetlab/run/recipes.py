@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.engine.config import RunConfig, apply_overrides, flag_for
+from resnetlab.engine.distributed import restart_count
 from resnetlab.utils.errors import ConfigError
 
 __all__ = ["recipe_names", "locate_recipe", "load_recipe", "config_with", "resume_config",
@@ -96,6 +97,8 @@ def fresh_name(cfg: RunConfig, named_by_flag: bool) -> tuple[RunConfig, str | No
     new timestamped name instead, with a note saying so: ``--config runs/X/config.yaml`` repeats
     X, never overwrites it.  A taken ``--name`` given as a flag is an error."""
     if cfg.name is None or not (Path(cfg.runs_dir) / cfg.name).exists():
+        return cfg, None
+    if restart_count() > 0:  # torchrun --max-restarts: the failed attempt made it; train resumes it
         return cfg, None
     taken = Path(cfg.runs_dir) / cfg.name
     if named_by_flag:

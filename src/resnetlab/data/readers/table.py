@@ -15,7 +15,17 @@ import numpy as np
 
 from resnetlab.utils.errors import DataError
 
-__all__ = ["Table", "read_csv", "numeric_column"]
+__all__ = ["Table", "read_csv", "numeric_column", "MISSING", "is_missing"]
+
+# Cells that mean "no value" (pandas' and R's usual spellings; case-insensitive).  In a numeric
+# column they become NaN and :mod:`resnetlab.data.tables` fills them with the training mean; in
+# a categorical column they are the category "(missing)".  Any other text is an error.
+MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+
+
+def is_missing(cell: str) -> bool:
+    """True for an empty cell or one of :data:`MISSING`'s spellings."""
+    return cell.strip().lower() in MISSING
 
 @dataclass
 class Table:
@@ -71,9 +81,14 @@ def read_csv(path: str | Path) -> Table:
     return Table(path, header, rows, lines)
 
 
-def numeric_column(table: Table, name: str) -> np.ndarray:
-    """A numeric column as float64; the first bad cell (empty, text, NaN, inf) is an error."""
+def numeric_column(table: Table, name: str, *, allow_missing: bool = False) -> np.ndarray:
+    """A numeric column as float64; the first bad cell (empty, text, NaN, inf) is an error.
+
+    ``allow_missing``: cells of :data:`MISSING` (empty, NA, nan, ...) become NaN instead.
+    """
     cells = table.column(name)
+    if allow_missing:
+        cells = ["nan" if is_missing(c) else c for c in cells]
     try:
         values = np.asarray(cells, dtype=np.float64)
     except ValueError:
@@ -85,7 +100,7 @@ def numeric_column(table: Table, name: str) -> np.ndarray:
                 raise DataError(f"{table.where(i, name)}: {what} in a numeric column; fix the "
                                 "cell or drop the row") from None
         raise
-    bad = np.flatnonzero(~np.isfinite(values))
+    bad = np.flatnonzero(~np.isfinite(values) & ~(allow_missing & np.isnan(values)))
     if bad.size:
         raise DataError(f"{table.where(int(bad[0]), name)}: {cells[bad[0]].strip()} is not a finite "
                         f"number ({bad.size} NaN/inf cells); replace them before training")

@@ -1,0 +1,113 @@
+"""The transfer experiment: does a ResNet-20 pretrained on half of Fashion-MNIST help the other
+half when only 100 labelled images per class are available?
+
+* pretrain: ``resnet20`` on Fashion-MNIST classes 0-4 (``--pretrain-per-class`` training
+  images per class), trained once through ``resnetlab.run.train``;
+* target: classes 5-9 with 100 training images per class (``--per-class``), 20 per class for
+  validation, and the whole official test set of those classes (5000 images);
+* three ways to use the 500 images, each through the run API with the same recipe, length and
+  seed: from scratch; ``finetune`` (everything trains); ``linear`` (frozen backbone and frozen
+  BN: a linear head on pretrained features).
+
+Reported: test top-1 on classes 5-9 (last weights, so validation does not pick) and the
+fine-tune - scratch difference measured in the same run (target: >= 5 points).  The classes
+go through image folders written under ``--out``.  Usage::
+
+    python benchmarks/transfer.py [--seeds 3] [--epochs 30] [--pretrain-epochs 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from resnetlab import run
+from resnetlab.data.readers.idx import read_idx_pair
+
+DATA = Path("/usr/share/datasets/fashion-mnist")
+NAMES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+         "boot")
+
+
+def load(split: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    prefix = "train" if split == "train" else "t10k"
+    return read_idx_pair(data_dir / f"{prefix}-images-idx3-ubyte.gz",
+                         data_dir / f"{prefix}-labels-idx1-ubyte.gz", num_classes=10)
+
+
+def write_split(root: Path, x: np.ndarray, y: np.ndarray, classes, picks: dict[int, np.ndarray]):
+    for c in classes:
+        folder = root / NAMES[c]
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in picks[c]:
+            Image.fromarray(x[i]).save(folder / f"{i}.png")
+
+
+def make_folders(out: Path, data_dir: Path, pre_per_class: int, per_class: int) -> tuple[Path, Path]:
+    """``out/source`` (classes 0-4: train + val) and ``out/target`` (5-9: train/val/test)."""
+    (x, y), (xt, yt) = load("train", data_dir), load("test", data_dir)
+    rng = np.random.default_rng(0)
+    order = {c: rng.permutation(np.flatnonzero(y == c)) for c in range(10)}
+    src, tgt = out / "source", out / "target"
+    if not src.exists():
+        write_split(src / "train", x, y, range(5), {c: order[c][:pre_per_class] for c in range(5)})
+        write_split(src / "val", x, y, range(5),
+                    {c: order[c][pre_per_class:pre_per_class + 100] for c in range(5)})
+    if not tgt.exists():
+        write_split(tgt / "train", x, y, range(5, 10), {c: order[c][:per_class] for c in range(5, 10)})
+        write_split(tgt / "val", x, y, range(5, 10),
+                    {c: order[c][per_class:per_class + 20] for c in range(5, 10)})
+        write_split(tgt / "test", xt, yt, range(5, 10), {c: np.flatnonzero(yt == c) for c in range(5, 10)})
+    return src, tgt
+
+
+def config(data: Path, runs: Path, name: str, epochs: int, seed: int) -> run.RunConfig:
+    cfg = run.load_recipe("default")
+    cfg.model.name = "resnet20"
+    cfg.data.name, cfg.data.batch_size = f"folder:{data}", 64
+    cfg.train.epochs, cfg.train.seed, cfg.train.tta = epochs, seed, False
+    cfg.runs_dir, cfg.name = str(runs), name
+    return cfg
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--pretrain-epochs", type=int, default=4)
+    ap.add_argument("--pretrain-per-class", type=int, default=2000)
+    ap.add_argument("--per-class", type=int, default=100)
+    ap.add_argument("--data-dir", type=Path, default=DATA)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/resnetlab-transfer"))
+    args = ap.parse_args()
+    src, tgt = make_folders(args.out, args.data_dir, args.pretrain_per_class, args.per_class)
+    runs = args.out / "runs"
+    pre = run.train(config(src, runs, "pretrain", args.pretrain_epochs, 0), progress=False)
+    print(f"pretrained on classes 0-4: val top-1 {pre.results['val_top1']:.4f}", flush=True)
+    scores: dict[str, list[float]] = {"scratch": [], "finetune": [], "linear": []}
+    for seed in range(args.seeds):
+        for way in scores:
+            cfg = config(tgt, runs, f"{way}-s{seed}", args.epochs, seed)
+            if way == "scratch":
+                done = run.train(cfg, test_on="last", progress=False)
+            else:
+                if way == "linear":
+                    cfg.finetune.freeze, cfg.finetune.bn = "backbone", "frozen"
+                done = run.finetune(cfg, pre.run_dir, test_on="last", progress=False)
+            scores[way].append(done.results["top1"])
+            print(f"seed {seed} {way}: test top-1 {done.results['top1']:.4f}", flush=True)
+    print("\n| start | test top-1, classes 5-9 (mean of seeds) | seeds |\n|---|---|---|")
+    for way, accs in scores.items():
+        spread = f" +- {statistics.stdev(accs):.2%}" if len(accs) > 1 else ""
+        print(f"| {way} | {statistics.mean(accs):.2%}{spread} | "
+              f"{', '.join(f'{a:.2%}' for a in accs)} |")
+    gain = 100 * (statistics.mean(scores["finetune"]) - statistics.mean(scores["scratch"]))
+    print(f"\nfine-tune - scratch: {gain:+.1f} points (target >= +5)")
+
+
+if __name__ == "__main__":
+    main()

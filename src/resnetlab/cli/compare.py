@@ -1,0 +1,64 @@
+"""``resnetlab compare``: the degradation experiment (plain vs residual at several depths).
+
+Every ``resnetlab train`` flag is accepted and applies to every member: the option list is
+train's own (read off its signature below), so the two commands cannot drift apart.  Only
+``--model`` (the depths choose it), ``--train-size`` (``--train-sizes``) and ``--resume`` (a
+comparison directory here) are replaced.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from resnetlab.cli import train as train_cli
+from resnetlab.utils.errors import ConfigError
+
+Opt = typer.Option
+_REPLACED = {"ctx", "model", "train_size", "resume", "name", "config"}
+
+
+def _own(ctx: typer.Context,
+         depths: Annotated[str | None, Opt(help="Depths to compare, e.g. 20,56 (resnetN and its plain twin plainN).", rich_help_panel="Comparison")] = None,
+         seeds: Annotated[int, Opt(help="Seeds per model (--seed, +1, ...); the table gives mean ± std.", rich_help_panel="Comparison")] = 1,
+         train_sizes: Annotated[str | None, Opt(help="Training-set sizes to sweep, e.g. 500,5000,55000 (default: the recipe's).", rich_help_panel="Comparison")] = None,
+         resume: Annotated[Path | None, Opt(help="Continue this comparison directory (finished members are kept).", rich_help_panel="Comparison")] = None,
+         name: Annotated[str | None, Opt(help="Comparison directory name under --runs-dir.", rich_help_panel="Comparison")] = None,
+         config: Annotated[str, Opt(help="Recipe for every member (name or YAML file).", rich_help_panel="Comparison")] = "compare-quick",
+         ) -> None: ...
+
+
+def command(ctx: typer.Context, **params: Any) -> None:
+    """Train residual nets and their plain twins at each depth with one recipe; write the
+    table, the paper's figure (He et al. 2015, Fig. 1) and a markdown + HTML report."""
+    from resnetlab import run
+    from resnetlab.cli.common import parse_number_list, print_table
+
+    if params["resume"] is not None:
+        result = run.resume_comparison(params["resume"], progress=params["progress"],
+                                       world_size=params.get("nproc") or 1)
+    else:
+        if not params["depths"]:
+            raise ConfigError("--depths: give the depths to compare (e.g. --depths 20,56), or --resume DIR")
+        depths = [int(d) for d in parse_number_list(params["depths"], "--depths")]
+        sizes = parse_number_list(params["train_sizes"], "--train-sizes")
+        base = run.config_with(params["config"], train_cli.flag_overrides(dict(params), params["set_"]))
+        result = run.compare(base, depths, seeds=params["seeds"], name=params["name"],
+                             train_sizes=[int(n) for n in sizes] if sizes else None,
+                             test_on=params["test_on"], progress=params["progress"],
+                             world_size=params.get("nproc") or 1)  # --nproc: each member on N processes
+    cols = result.rows and list(result.rows[0])[:9]
+    print_table("comparison", cols or [], [[r[c] for c in cols] for r in result.rows])
+    for line in result.findings:
+        print(f"- {line}")
+    print(f"comparison directory: {result.out_dir} (report.md, report.html, table.csv)")
+
+
+# The options: compare's own, then train's (minus those replaced above), so `--help` lists both.
+command.__signature__ = inspect.Signature(
+    [*inspect.signature(_own, eval_str=True).parameters.values()]
+    + [p for n, p in inspect.signature(train_cli.command, eval_str=True).parameters.items()
+       if n not in _REPLACED])

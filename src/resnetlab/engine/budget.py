@@ -1,0 +1,126 @@
+"""Fit a run into a wall-clock budget: time a few real training steps, then fix the step count.
+
+``--time-budget 5m`` means the whole run (data, training, every validation, checkpoints, the
+final test evaluation and the plots) should end inside five minutes.  :func:`calibrate` times
+training steps and evaluation batches of the real network, data and recipe on a throw-away copy
+(so the run itself starts from step 0 with its final schedule and a rerun of the saved
+``config.yaml`` trains exactly the same steps); :func:`plan_steps` turns the rates into a step
+count.  :mod:`resnetlab.run.budget` wires both into a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from resnetlab.engine.config import RunConfig
+from resnetlab.engine.loop import train_step
+from resnetlab.engine.runtime import global_flags, restore_flags, to_device
+from resnetlab.engine.session import epoch_batches, open_session
+from resnetlab.utils.device import autocast
+from resnetlab.utils.errors import ConfigError
+
+__all__ = ["Calibration", "calibrate", "plan_steps", "MIN_STEPS"]
+
+# Fewer steps than this is not a training run; the budget is too small for the recipe.
+MIN_STEPS = 20
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Seconds per training step and per evaluated image (one view), as measured."""
+
+    step_s: float
+    eval_image_s: float
+    measured_steps: int
+    calibrate_s: float
+
+
+def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor | None,
+              cfg: RunConfig, *, steps: int = 10, warmup: int = 4) -> Calibration:
+    """Time ``steps`` training steps (after ``warmup`` untimed ones, which create the oneDNN
+    primitives and caches) and two forward passes of ``eval_batch``, on a copy of ``model``
+    with the run's optimiser, precision and memory layout.  ``model`` is left untouched."""
+    began = time.perf_counter()
+    flags = global_flags()
+    scratch = copy.deepcopy(model)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            s = open_session(scratch, train_loader, None, cfg, Path(tmp), num_classes=1,
+                             progress=False)
+            step_s, done = _time_steps(s, steps, warmup)
+            image_s = _time_eval(s, eval_batch) if eval_batch is not None else 0.0
+    finally:
+        restore_flags(flags)
+    return Calibration(step_s, image_s, done, time.perf_counter() - began)
+
+
+def _time_steps(s, steps: int, warmup: int) -> tuple[float, int]:
+    """Seconds per step over ``steps`` steps after ``warmup`` (small data sets wrap around)."""
+    start = None
+    for i, (x, y) in enumerate(_batches(s.train_loader, warmup + steps)):
+        if i == warmup:
+            s.recorder.drain()  # one host sync: the warm-up steps have finished
+            start = time.perf_counter()
+        train_step(s, to_device(x, s.rt), y.to(s.rt.device, non_blocking=True))
+        s.state.step += 1
+    s.recorder.drain()
+    return (time.perf_counter() - start) / steps, steps
+
+
+def _batches(loader: Iterable, n: int) -> Iterator:
+    """The first ``n`` training batches, over as many epochs as that takes."""
+    epoch = 0
+    while n > 0:
+        left = n
+        for batch in itertools.islice(epoch_batches(loader, epoch), n):
+            n -= 1
+            yield batch
+        if n == left:
+            raise ConfigError("--time-budget: the training loader gave no batches to time")
+        epoch += 1
+
+
+@torch.no_grad()
+def _time_eval(s, batch: torch.Tensor) -> float:
+    """Seconds per image of an evaluation forward pass (best of two)."""
+    net = s.net.eval()
+    x = to_device(batch, s.rt)
+    best = math.inf
+    for _ in range(2):
+        start = time.perf_counter()
+        with autocast(s.rt.device, s.rt.dtype):
+            net(x).float().sum().item()  # .item(): wait for the device
+        best = min(best, time.perf_counter() - start)
+    return best / len(x)
+
+
+def plan_steps(budget_s: float, spent_s: float, cal: Calibration, *, per_epoch: int,
+               val_images: int, final_images: int, fixed_s: float = 4.0,
+               epoch_s: float = 0.5, margin: float = 0.05) -> int:
+    """Optimiser steps that fit in ``budget_s`` wall seconds after ``spent_s`` already spent.
+
+    The rest of the run costs, besides training steps: one validation pass of ``val_images``
+    and ``epoch_s`` of checkpointing per epoch (each epoch changes the count, so the two are
+    solved together), ``final_images`` evaluated at the end (test set x TTA views),
+    ``fixed_s`` for the final checkpoint load, plots and process exit, and ``margin`` of the
+    budget kept back because throughput on a shared machine drifts.
+    """
+    left = budget_s * (1.0 - margin) - spent_s - fixed_s - final_images * cal.eval_image_s
+    per_epoch_s = val_images * cal.eval_image_s + epoch_s
+    best, epochs = 0, 1
+    # Each epoch count gives the steps that fit beside its evaluations; keep the longest run.
+    while (epochs - 1) * per_epoch * cal.step_s < left:
+        fits = int((left - epochs * per_epoch_s) / cal.step_s)
+        best = max(best, min(fits, epochs * per_epoch))
+        epochs += 1
+    return best

@@ -1,0 +1,65 @@
+"""``--time-budget``: decide a run's step count so that the whole run ends inside a wall time.
+
+:func:`apply_time_budget` is called by :func:`resnetlab.run.train` once the data and the network
+are built.  It times real training steps (:func:`resnetlab.engine.budget.calibrate`), plans the
+steps that fit (:func:`~resnetlab.engine.budget.plan_steps`) and returns the config with
+``train.steps`` (and ``train.epochs`` to cover it) filled in.  That config is what the run
+trains and saves as ``config.yaml``, so ``resnetlab train --config RUN/config.yaml`` reruns the
+same steps without measuring again (and on another machine takes as long as it takes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+from torch import nn
+
+from resnetlab.engine import distributed
+from resnetlab.engine.budget import MIN_STEPS, Calibration, calibrate, plan_steps
+from resnetlab.engine.config import RunConfig
+from resnetlab.engine.session import steps_per_epoch
+from resnetlab.utils.duration import format_duration, parse_duration
+from resnetlab.utils.errors import ConfigError
+
+__all__ = ["apply_time_budget", "budget_label"]
+
+
+def apply_time_budget(cfg: RunConfig, model: nn.Module, bundle: Any, *, spent_s: float) -> RunConfig:
+    """``cfg`` with its step count fixed by ``train.time_budget`` (``cfg`` itself when there is
+    no budget or ``train.steps`` is already decided).  ``spent_s``: wall seconds the run has
+    used so far (reading the data); the calibration's own time is added."""
+    tc = cfg.train
+    if tc.time_budget is None or tc.steps is not None:
+        return cfg
+    budget_s = parse_duration(tc.time_budget)
+    per_epoch = steps_per_epoch(bundle.train, distributed.dist_info().world_size)
+    evals = [loader for loader in (bundle.val, bundle.test) if _size(loader)]
+    cal = calibrate(model, bundle.train, next(iter(evals[0]))[0] if evals else None, cfg)
+    views = 2 if tc.tta and len(bundle.input_shape) == 3 else 1  # flip TTA: image + mirror
+    final = _size(bundle.test) or _size(bundle.val)
+    steps = plan_steps(budget_s, spent_s + cal.calibrate_s, cal, per_epoch=per_epoch,
+                       val_images=_size(bundle.val), final_images=final * views)
+    steps = int(distributed.broadcast_object(steps))  # every rank trains rank 0's plan
+    if steps < MIN_STEPS:
+        raise ConfigError(_too_short(tc.time_budget, steps, cal, spent_s))
+    train = replace(tc, steps=steps, epochs=math.ceil(steps / per_epoch))
+    return replace(cfg, train=train)
+
+
+def _size(loader: Any) -> int:
+    return int(getattr(loader, "num_samples", 0) or 0) if loader is not None else 0
+
+
+def _too_short(budget: Any, steps: int, cal: Calibration, spent_s: float) -> str:
+    return (f"--time-budget {budget}: only {steps} training steps fit (one step takes "
+            f"{1000 * cal.step_s:.0f} ms here and {spent_s + cal.calibrate_s:.0f} s went to "
+            f"loading and timing); give more time, or a smaller --model or --batch-size")
+
+
+def budget_label(cfg: RunConfig, steps: int, epochs: float) -> str | None:
+    """``budget 5 min: 1840 steps, 4.3 epochs`` for a run with a time budget, else None."""
+    if cfg.train.time_budget is None:
+        return None
+    return f"budget {format_duration(parse_duration(cfg.train.time_budget))}: {steps} steps, {epochs:.1f} epochs"
