@@ -25,6 +25,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from resnetlab import run
 
@@ -97,7 +98,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("/tmp/resnetlab-tables"))
     ap.add_argument("--tables", default=",".join(TABLES))
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)  # the shared 2-core machine: no oversubscription
     rows = []
     for name in args.tables.split(","):
         train_csv, test_csv, arrays = split(name, args.out / name)

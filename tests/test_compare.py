@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,10 +42,17 @@ def tiny_base(folder: Path, runs: Path, epochs: int = 1) -> run.RunConfig:
     return cfg
 
 
-def test_tiny_comparison_writes_every_artefact(folder, tmp_path, capsys):
-    result = run.compare(tiny_base(folder, tmp_path), [20, 32], train_sizes=[16, 40], name="c",
-                         progress=False)
-    out = tmp_path / "c"
+@pytest.fixture(scope="module")
+def tiny(folder, tmp_path_factory):
+    """One tiny comparison (2 depths x 2 families x 2 data sizes, 1 epoch) shared by the tests."""
+    runs = tmp_path_factory.mktemp("runs")
+    return run.compare(tiny_base(folder, runs), [20, 32], train_sizes=[16, 40], name="c",
+                       progress=False), runs
+
+
+def test_tiny_comparison_writes_every_artefact(tiny, tmp_path, capsys):
+    result, runs = tiny
+    out = runs / "c"
     assert result.out_dir == out and len(result.members) == 8
     for name in ("table.csv", "report.md", "report.html", "comparison.json", "compare.yaml",
                  "degradation-n16.png", "degradation-n40.png", "train_sizes.png"):
@@ -164,3 +172,35 @@ def test_killed_comparison_continues(folder, tmp_path, capsys, where):
     assert len(result.members) == 4 and all(m.results for m in result.members)
     assert (tmp_path / "c" / "report.html").is_file() and len(result.rows) == 4
     assert not (tmp_path / "c" / ".lock").exists()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-headless-shell")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and DRIVER),
+                    reason="needs Debian's chromium and chromium-driver (`make test` installs them)")
+def test_comparison_report_renders_in_headless_chromium(tiny, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (pip extra 'analysis')")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    result, _ = tiny
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    try:
+        driver.get(result.files["html"].resolve().as_uri())
+        widths = driver.execute_script(
+            "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1)")
+        text = driver.find_element(By.TAG_NAME, "body").text
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+    assert errors == []
+    assert len(widths) == 3 and all(w > 0 for w in widths), widths
+    assert result.findings[0] in text and result.rows[0]["final train error"] in text

@@ -178,6 +178,9 @@ def test_cli_finetune_bad_input(pretrained, target, tmp_path, capsys):
     code, _, err = cli(capsys, "finetune", "--from", pretrained.run_dir, "--freeze", "half",
                        "--data", f"folder:{target}", "--runs-dir", tmp_path)
     assert code == 2 and "--freeze 'half'" in one_line_error(err)
+    code, _, err = cli(capsys, "finetune", "--from", pretrained.run_dir, "--bn", "sideways",
+                       "--data", f"folder:{target}", "--runs-dir", tmp_path)
+    assert code == 2 and "--bn 'sideways': choose train or frozen" in one_line_error(err)
     code, _, err = cli(capsys, "finetune", "--from", tmp_path / "nope", "--data",
                        f"folder:{target}", "--runs-dir", tmp_path)
     assert code == 2 and "no such run" in one_line_error(err)

@@ -102,3 +102,14 @@ def test_bad_or_too_small_budget_is_one_line(folder, tmp_path, capsys, value, sa
                        "--runs-dir", tmp_path)
     assert code == 2 and one_line_error(err).startswith(f"error: {says}")
     assert not any(tmp_path.iterdir())  # nothing left behind
+
+
+def test_steps_set_by_hand_must_fit_the_epochs():
+    from resnetlab.engine.config import TrainConfig
+    from resnetlab.engine.session import planned_steps
+    from resnetlab.utils.errors import ConfigError
+
+    assert planned_steps(TrainConfig(epochs=3), 10) == 30
+    assert planned_steps(TrainConfig(epochs=3, steps=25), 10) == 25
+    with pytest.raises(ConfigError, match=r"train.steps=31 needs --epochs >= 4"):
+        planned_steps(TrainConfig(epochs=3, steps=31), 10)

@@ -269,6 +269,7 @@ def plot_lesions(studies: Sequence[Mapping[str, Any]], path: str | os.PathLike) 
                      yerr=[[0, *(m - min(v) for m, v in zip(means, by_k, strict=True))],
                            [0, *(max(v) - m for m, v in zip(means, by_k, strict=True))]],
                      label=s["label"], color=line.get_color())
+    ax2.set_xticks(sorted({0, *(r["k"] for s in studies for r in s["multi"])}))  # whole blocks
     ax1.set(xlabel="removed block (index in forward order)", ylabel="accuracy (%)",
             title="one block removed (dotted: intact)")
     ax2.set(xlabel="number of random blocks removed", ylabel="accuracy (%)",

@@ -9,6 +9,7 @@ comparison directory here) are replaced.
 from __future__ import annotations
 
 import inspect
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,26 +36,37 @@ def command(ctx: typer.Context, **params: Any) -> None:
     """Train residual nets and their plain twins at each depth with one recipe; write the
     table, the paper's figure (He et al. 2015, Fig. 1) and a markdown + HTML report."""
     from resnetlab import run
-    from resnetlab.cli.common import parse_number_list, print_table
+    from resnetlab.cli.common import print_table
 
-    if params["resume"] is not None:
-        result = run.resume_comparison(params["resume"], progress=params["progress"],
-                                       world_size=params.get("nproc") or 1)
-    else:
-        if not params["depths"]:
-            raise ConfigError("--depths: give the depths to compare (e.g. --depths 20,56), or --resume DIR")
-        depths = [int(d) for d in parse_number_list(params["depths"], "--depths")]
-        sizes = parse_number_list(params["train_sizes"], "--train-sizes")
-        base = run.config_with(params["config"], train_cli.flag_overrides(dict(params), params["set_"]))
-        result = run.compare(base, depths, seeds=params["seeds"], name=params["name"],
-                             train_sizes=[int(n) for n in sizes] if sizes else None,
-                             test_on=params["test_on"], progress=params["progress"],
-                             world_size=params.get("nproc") or 1)  # --nproc: each member on N processes
+    try:
+        result = _run(params)
+    except run.Interrupted as stop:  # stop.run_dir is a member: COMPARISON/runs/<member>
+        print(f"interrupted; continue with: resnetlab compare --resume {stop.run_dir.parent.parent}",
+              file=sys.stderr)
+        raise SystemExit(130) from None
     cols = result.rows and list(result.rows[0])[:9]
     print_table("comparison", cols or [], [[r[c] for c in cols] for r in result.rows])
     for line in result.findings:
         print(f"- {line}")
     print(f"comparison directory: {result.out_dir} (report.md, report.html, table.csv)")
+
+
+def _run(params: dict[str, Any]):
+    from resnetlab import run
+    from resnetlab.cli.common import parse_number_list
+
+    world_size = params.get("nproc") or 1  # --nproc: each member on N processes
+    if params["resume"] is not None:
+        return run.resume_comparison(params["resume"], progress=params["progress"],
+                                     world_size=world_size)
+    if not params["depths"]:
+        raise ConfigError("--depths: give the depths to compare (e.g. --depths 20,56), or --resume DIR")
+    depths = [int(d) for d in parse_number_list(params["depths"], "--depths")]
+    sizes = parse_number_list(params["train_sizes"], "--train-sizes")
+    base = run.config_with(params["config"], train_cli.flag_overrides(dict(params), params["set_"]))
+    return run.compare(base, depths, seeds=params["seeds"], name=params["name"],
+                       train_sizes=[int(n) for n in sizes] if sizes else None,
+                       test_on=params["test_on"], progress=params["progress"], world_size=world_size)
 
 
 # The options: compare's own, then train's (minus those replaced above), so `--help` lists both.

@@ -51,8 +51,11 @@ def command(
 
     params = dict(ctx.params)
     overrides = flag_overrides({k: v for k, v in params.items() if k != "model"}, set_)
-    if from_ is not None:
-        overrides["finetune.source"] = from_
+    # the fine-tune flags are not `resnetlab train` options (the config's FLAGS table)
+    for key, flag in _FLAGS.items():
+        if params.get(key) is not None:
+            _check(flag, params[key])
+            overrides[f"finetune.{key if key != 'from_' else 'source'}"] = params[key]
     try:
         if resume is not None:
             if from_ is not None or config is not None:
@@ -72,3 +75,20 @@ def command(
         console().print(f"{result.run_dir} is finished (results.json); nothing to resume.")
         return
     print_summary(result)
+
+
+_FLAGS = {"from_": "--from", "freeze": "--freeze", "bn": "--bn",
+          "backbone_lr_scale": "--backbone-lr-scale", "unfreeze_at": "--unfreeze-at",
+          "bn_reestimate": "--bn-reestimate"}
+
+
+def _check(flag: str, value: object) -> None:
+    """One line naming the flag (the config's own check would name ``--set finetune.KEY``)."""
+    from resnetlab.transfer.finetune import BN_CHOICES, parse_freeze
+
+    if flag == "--freeze":
+        parse_freeze(str(value))
+    elif flag == "--bn" and value not in BN_CHOICES:
+        raise ConfigError(f"--bn {value!r}: choose {' or '.join(BN_CHOICES)}")
+    elif flag != "--from" and isinstance(value, (int, float)) and value < 0:
+        raise ConfigError(f"{flag} {value}: must be >= 0")

@@ -9,7 +9,7 @@ import typer
 
 
 def command(
-    source: Annotated[Path, typer.Argument(help="Run directory.", show_default=False)],
+    source: Annotated[Path, typer.Argument(help="Run directory, or a comparison directory (`resnetlab compare`).", show_default=False)],
     out: Annotated[Path | None, typer.Option(help="HTML file to write (default: RUN/report.html).")] = None,
 ) -> None:
     """Write an HTML report: config, summary, curves, confusion matrix and analysis figures."""

@@ -37,12 +37,15 @@ MIN_STEPS = 20
 
 @dataclass(frozen=True)
 class Calibration:
-    """Seconds per training step and per evaluated image (one view), as measured."""
+    """Seconds per training step and per evaluated image (one view), as measured;
+    ``startup_s``: what the first (warm-up) steps took beyond ``step_s`` each (oneDNN primitive
+    creation, ``torch.compile``), which the run itself pays again."""
 
     step_s: float
     eval_image_s: float
     measured_steps: int
     calibrate_s: float
+    startup_s: float = 0.0
 
 
 def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor | None,
@@ -57,16 +60,18 @@ def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor
         with tempfile.TemporaryDirectory() as tmp:
             s = open_session(scratch, train_loader, None, cfg, Path(tmp), num_classes=1,
                              progress=False)
-            step_s, done = _time_steps(s, steps, warmup)
+            step_s, warmup_s = _time_steps(s, steps, warmup)
             image_s = _time_eval(s, eval_batch) if eval_batch is not None else 0.0
     finally:
         restore_flags(flags)
-    return Calibration(step_s, image_s, done, time.perf_counter() - began)
+    return Calibration(step_s, image_s, steps, time.perf_counter() - began,
+                       max(warmup_s - warmup * step_s, 0.0))
 
 
-def _time_steps(s, steps: int, warmup: int) -> tuple[float, int]:
-    """Seconds per step over ``steps`` steps after ``warmup`` (small data sets wrap around)."""
-    start = None
+def _time_steps(s, steps: int, warmup: int) -> tuple[float, float]:
+    """Seconds per step over ``steps`` steps after ``warmup`` (small data sets wrap around),
+    and seconds of the warm-up steps."""
+    first = start = time.perf_counter()
     for i, (x, y) in enumerate(_batches(s.train_loader, warmup + steps)):
         if i == warmup:
             s.recorder.drain()  # one host sync: the warm-up steps have finished
@@ -74,7 +79,7 @@ def _time_steps(s, steps: int, warmup: int) -> tuple[float, int]:
         train_step(s, to_device(x, s.rt), y.to(s.rt.device, non_blocking=True))
         s.state.step += 1
     s.recorder.drain()
-    return (time.perf_counter() - start) / steps, steps
+    return (time.perf_counter() - start) / steps, start - first
 
 
 def _batches(loader: Iterable, n: int) -> Iterator:

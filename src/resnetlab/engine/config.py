@@ -253,9 +253,6 @@ FLAGS: dict[str, str] = {
     "train.deterministic": "--deterministic", "train.device": "--device", "train.seed": "--seed",
     "train.log_every": "--log-every", "train.checkpoint_every": "--checkpoint-every",
     "train.tta": "--tta", "train.time_budget": "--time-budget", "name": "--name", "runs_dir": "--runs-dir",
-    "finetune.source": "--from", "finetune.freeze": "--freeze", "finetune.bn": "--bn",
-    "finetune.backbone_lr_scale": "--backbone-lr-scale", "finetune.unfreeze_at": "--unfreeze-at",
-    "finetune.bn_reestimate": "--bn-reestimate",
 }
 
 

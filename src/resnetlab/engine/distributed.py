@@ -78,8 +78,13 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None,
-                            timeout=datetime.timedelta(seconds=dist_timeout()))
+    timeout = datetime.timedelta(seconds=dist_timeout())
+    store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+    # After a torchrun restart the store can still hold the dead attempt's connection addresses;
+    # keys of this attempt's own namespace never meet them.
+    store = dist.PrefixStore(f"resnetlab/attempt{restart_count()}/", store)
+    dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world,
+                            timeout=timeout, device_id=device if device.type == "cuda" else None)
     return dist_info(), device
 
 

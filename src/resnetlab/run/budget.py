@@ -39,7 +39,8 @@ def apply_time_budget(cfg: RunConfig, model: nn.Module, bundle: Any, *, spent_s:
     cal = calibrate(model, bundle.train, next(iter(evals[0]))[0] if evals else None, cfg)
     views = 2 if tc.tta and len(bundle.input_shape) == 3 else 1  # flip TTA: image + mirror
     final = _size(bundle.test) or _size(bundle.val)
-    steps = plan_steps(budget_s, spent_s + cal.calibrate_s, cal, per_epoch=per_epoch,
+    spent_s += cal.calibrate_s + cal.startup_s  # the run pays the warm-up steps' extra again
+    steps = plan_steps(budget_s, spent_s, cal, per_epoch=per_epoch,
                        val_images=_size(bundle.val), final_images=final * views)
     steps = int(distributed.broadcast_object(steps))  # every rank trains rank 0's plan
     if steps < MIN_STEPS:
@@ -54,8 +55,8 @@ def _size(loader: Any) -> int:
 
 def _too_short(budget: Any, steps: int, cal: Calibration, spent_s: float) -> str:
     return (f"--time-budget {budget}: only {steps} training steps fit (one step takes "
-            f"{1000 * cal.step_s:.0f} ms here and {spent_s + cal.calibrate_s:.0f} s went to "
-            f"loading and timing); give more time, or a smaller --model or --batch-size")
+            f"{1000 * cal.step_s:.0f} ms here and {spent_s:.0f} s go to loading, timing and "
+            f"warming up); give more time, or a smaller --model or --batch-size")
 
 
 def budget_label(cfg: RunConfig, steps: int, epochs: float) -> str | None:

@@ -22,7 +22,8 @@ from resnetlab.checkpoint import read_meta
 from resnetlab.models import create_model
 from resnetlab.models.summary import count_parameters
 
-__all__ = ["FAMILIES", "member_record", "summary_rows", "findings", "write_artefacts"]
+__all__ = ["FAMILIES", "member_record", "summary_rows", "degradation_findings", "size_points",
+           "size_findings", "mean_curves", "write_artefacts"]
 
 FAMILIES = ("plain", "resnet")  # registry prefixes: plain20 is resnet20 without its skips
 COLUMNS = ["train images", "depth", "family", "params", "final train error", "best val error",
@@ -33,7 +34,10 @@ def member_record(run: Any) -> dict[str, Any]:
     """The numbers of one finished member run (a :class:`~resnetlab.run.Run`)."""
     cfg, res = run.config, run.results or {}
     family = next(f for f in FAMILIES if cfg.model.name.startswith(f))
-    rows = [r for r in read_metrics(run.run_dir / "metrics.csv") if r.get("epoch") == r.get("epoch")]
+    # one row per epoch: a member killed between its epoch row and its checkpoint repeats the
+    # epoch on resume, and the repeat is what the final weights saw
+    by_epoch = {r["epoch"]: r for r in read_metrics(run.run_dir / "metrics.csv") if _finite(r.get("epoch"))}
+    rows = [by_epoch[e] for e in sorted(by_epoch)]
     err = [1 - r["train_top1"] for r in rows]
     val = [1 - r["val_top1"] for r in rows if _finite(r.get("val_top1"))]
     return {
@@ -163,9 +167,10 @@ def _overfit_sentence(pair, shallow: int, deep: int) -> str:
     a, b = _label("plain", shallow), _label("plain", deep)
     if d >= s:
         return (f"{b}'s best validation error is also {'higher' if d > s else 'as high'} ({100 * d:.2f}% "
-                f"vs {100 * s:.2f}%): it is worse on its own training data, so this is not over-fitting")
-    return (f"{b}'s best validation error is lower ({100 * d:.2f}% vs {100 * s:.2f}%) although it "
-            "trains worse: the deeper plain net generalises better at this budget")
+                f"vs {100 * s:.2f}% for {a}): it is worse on its own training data too, so this is "
+                "not over-fitting")
+    return (f"{b}'s best validation error is lower ({100 * d:.2f}% vs {100 * s:.2f}% for {a}) "
+            "although it trains worse: the deeper plain net generalises better at this budget")
 
 
 def _where(size: int | None) -> str:
@@ -178,7 +183,7 @@ def degradation_findings(records: list[dict[str, Any]]) -> list[str]:
     for size in dict.fromkeys(r["train_size"] for r in records):
         at = [r for r in records if r["train_size"] == size]
         depths = sorted({r["depth"] for r in at})
-        for shallow, deep in zip(depths, depths[1:]):
+        for shallow, deep in zip(depths, depths[1:], strict=False):
             plain = _compare_pair(at, "plain", shallow, deep, "final_train_err")
             if plain:
                 sentence, degraded = _plain_sentence(plain, shallow, deep, _where(size))

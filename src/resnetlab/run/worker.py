@@ -36,6 +36,24 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         print(f"resnetlab (rank {os.environ.get('RANK', '0')}): {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except RuntimeError as err:
+        if not _lost_peer(err):
+            raise  # a bug: keep the traceback
+        first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        print(f"resnetlab (rank {os.environ.get('RANK', '0')}): lost contact with another rank "
+              f"({first}); torchrun's report names the rank that failed", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+def _lost_peer(err: RuntimeError) -> bool:
+    """Whether ``err`` is a collective that failed because a peer died or timed out (gloo and
+    NCCL raise plain RuntimeErrors for it), not a bug in this rank."""
+    import torch.distributed as dist
+
+    text = str(err)
+    return isinstance(err, dist.DistError) or any(
+        word in text for word in ("gloo", "Gloo", "NCCL", "Connection reset", "Connection closed",
+                                  "monitoredBarrier", "Timed out", "timed out"))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ applies to CIFAR and ImageNet ResNets and to the MLP-ResNet.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -122,7 +123,7 @@ def head_param_names(model: nn.Module) -> list[str]:
 
 def lr_scales(model: nn.Module, backbone_lr_scale: float) -> dict[str, float]:
     """``{parameter name: lr scale}``: 1 for the head, ``backbone_lr_scale`` for the rest."""
-    if not backbone_lr_scale >= 0 or backbone_lr_scale != backbone_lr_scale:
+    if not (math.isfinite(backbone_lr_scale) and backbone_lr_scale >= 0):
         raise ConfigError(f"--backbone-lr-scale {backbone_lr_scale}: must be a number >= 0")
     head = set(head_param_names(model))
     return {n: 1.0 if n in head else float(backbone_lr_scale) for n, _ in model.named_parameters()}
