@@ -137,6 +137,35 @@ def test_nproc_flag_errors_are_one_line(tmp_path, capsys, monkeypatch):
 # -- two ranks ------------------------------------------------------------------------------
 
 
+def _nan_on_rank_one(rank: int, init_file: str, out_dir: str) -> None:
+    """Rank 1's loss is NaN, rank 0's is finite: the guard must skip the step on both."""
+    import torch.distributed as dist
+
+    from resnetlab.engine.guard import NonFiniteGuard
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        model = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, fused=True)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        guard = NonFiniteGuard(model, opt, scaler, 5, lambda step: 0.1)
+        before = model.weight.detach().clone()
+        loss = model(torch.ones(4, 2)).sum() * (float("nan") if rank == 1 else 1.0)
+        loss.backward()
+        guard.step(loss)
+        torch.save({"changed": not torch.equal(before, model.weight)}, f"{out_dir}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_nan_on_one_rank_skips_the_step_on_every_rank(tmp_path):
+    torch.multiprocessing.spawn(_nan_on_rank_one, args=(str(tmp_path / "init"), str(tmp_path)),
+                                nprocs=2, join=True)
+    changed = [torch.load(tmp_path / f"{r}.pt", weights_only=True)["changed"] for r in (0, 1)]
+    assert changed == [False, False]  # rank 0's finite loss alone would have stepped
+
+
+
 @pytest.mark.slow
 def test_two_ranks_match_one_process_with_twice_the_batch(tmp_path, capsys):
     table, runs = write_table(tmp_path / "t.csv"), tmp_path / "runs"

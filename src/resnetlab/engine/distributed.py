@@ -4,9 +4,12 @@ How a run is sharded: every rank builds the *same* loaders with the *same* seed 
 nothing special).  :func:`fit` then gives rank ``r`` the batches ``r, r + W, r + 2W, ...`` of each
 epoch (``W`` = world size), so ranks see disjoint data, the global batch is ``W x batch_size``
 and every rank runs the same number of steps (no DDP hang on an uneven last batch).  A loader
-that shards itself can say so with an attribute ``world_size`` equal to the world size; fit
-then uses its batches as they come.  Only rank 0 writes files or prints; metrics are summed
-over ranks with :func:`all_reduce_sum`.
+with ``strided = True`` and ``epoch(e, start=, every=)`` (resnetlab's ``BatchLoader``) reads only
+its rank's batches, so a streaming loader decodes nothing it does not train on: this is the
+distributed sampler.  A loader that shards itself can say so with an attribute ``world_size``
+equal to the world size; fit then uses its batches as they come.  Only rank 0 writes files or
+prints; metrics are summed over ranks with :func:`all_reduce_sum`.  A checkpoint written by W
+ranks resumes on any other number (:func:`map_batch`).
 
 Launch: ``torchrun --nproc-per-node 4 -m resnetlab train ...`` (gloo on CPU, nccl on CUDA), or
 ``resnetlab train --nproc 4`` / ``resnetlab.run.train(cfg, world_size=4)``, which start torchrun.

@@ -133,12 +133,16 @@ def _seed_note(count: int, n: int, what: str) -> str:
     return f" ({what} in {count} of {n} seeds)" if n > 1 else ""
 
 
-def _plain_sentence(pair, shallow: int, deep: int, where: str) -> tuple[str, bool]:
-    """The degradation verdict: the deeper plain net ends with a higher training error in
-    every seed (He et al. 2015, Fig. 1), or it does not."""
+def _plain_sentence(pair, shallow: int, deep: int, where: str, residual) -> tuple[str, bool]:
+    """The degradation verdict (He et al. 2015, Fig. 1): the deeper plain net ends with a higher
+    training error in every seed while the deeper residual net does not.  When the residual net
+    trains worse too, depth merely slows training at this budget, and the sentence says so."""
     s, d, higher, n = pair
     a, b = _label("plain", shallow), _label("plain", deep)
-    if higher == n:
+    if higher == n and residual and residual[2]:
+        verdict = (f"degradation not shown, because {_label('resnet', deep)} also trains worse "
+                   f"than {_label('resnet', shallow)} (below): at this budget depth slows both families")
+    elif higher == n:
         verdict = "degradation reproduced"
     elif higher:
         verdict = "degradation not reproduced reliably"
@@ -185,13 +189,13 @@ def degradation_findings(records: list[dict[str, Any]]) -> list[str]:
         depths = sorted({r["depth"] for r in at})
         for shallow, deep in zip(depths, depths[1:], strict=False):
             plain = _compare_pair(at, "plain", shallow, deep, "final_train_err")
+            residual = _compare_pair(at, "resnet", shallow, deep, "final_train_err")
             if plain:
-                sentence, degraded = _plain_sentence(plain, shallow, deep, _where(size))
+                sentence, degraded = _plain_sentence(plain, shallow, deep, _where(size), residual)
                 out.append(sentence)
                 val = _compare_pair(at, "plain", shallow, deep, "best_val_err")
                 if degraded and val:
                     out.append(_overfit_sentence(val, shallow, deep))
-            residual = _compare_pair(at, "resnet", shallow, deep, "final_train_err")
             if residual:
                 out.append(_resnet_sentence(residual, shallow, deep, _where(size)))
     return out
