@@ -105,6 +105,7 @@ def digits_experiment(pre_dir: Path, out: Path, labels: list[int], seeds: int, e
             for way in got:
                 cfg = config(data, out / "runs", f"digits{per_class}-{way}-s{seed}", epochs, seed)
                 cfg.data.batch_size = min(64, 5 * per_class)  # at least 2 steps per epoch
+                cfg.data.augment = "none"  # the recipe's flip would mirror digits
                 done = (run.train(cfg, test_on="last", progress=False) if way == "scratch"
                         else run.finetune(cfg, pre_dir, test_on="last", progress=False))
                 got[way].append(done.results["top1"])

@@ -37,6 +37,7 @@ def command(ctx: typer.Context, **params: Any) -> None:
     table, the paper's figure (He et al. 2015, Fig. 1) and a markdown + HTML report."""
     from resnetlab import run
     from resnetlab.cli.common import print_table
+    from resnetlab.run.compare_results import COLUMNS
 
     try:
         result = _run(params)
@@ -44,8 +45,7 @@ def command(ctx: typer.Context, **params: Any) -> None:
         print(f"interrupted; continue with: resnetlab compare --resume {stop.run_dir.parent.parent}",
               file=sys.stderr)
         raise SystemExit(130) from None
-    cols = result.rows and list(result.rows[0])[:9]
-    print_table("comparison", cols or [], [[r[c] for c in cols] for r in result.rows])
+    print_table("comparison", COLUMNS, [[r[c] for c in COLUMNS] for r in result.rows])
     for line in result.findings:
         print(f"- {line}")
     print(f"comparison directory: {result.out_dir} (report.md, report.html, table.csv)")
@@ -61,7 +61,10 @@ def _run(params: dict[str, Any]):
                                      world_size=world_size)
     if not params["depths"]:
         raise ConfigError("--depths: give the depths to compare (e.g. --depths 20,56), or --resume DIR")
-    depths = [int(d) for d in parse_number_list(params["depths"], "--depths")]
+    depths = parse_number_list(params["depths"], "--depths")
+    if any(d != int(d) for d in depths):
+        raise ConfigError(f"--depths {params['depths']}: depths are whole numbers, e.g. 20,56")
+    depths = [int(d) for d in depths]
     sizes = parse_number_list(params["train_sizes"], "--train-sizes")
     base = run.config_with(params["config"], train_cli.flag_overrides(dict(params), params["set_"]))
     return run.compare(base, depths, seeds=params["seeds"], name=params["name"],

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any
 
 from resnetlab.engine.config import RunConfig
 from resnetlab.run.experiment import Run, train
@@ -21,6 +20,9 @@ from resnetlab.transfer.finetune import parse_freeze
 from resnetlab.utils.errors import ConfigError
 
 __all__ = ["finetune"]
+
+# model arguments a fine-tune may change: they regularise training, the weights do not depend on them
+_REGULARISERS = ("drop_rate", "drop_path_rate")
 
 
 def finetune(config: RunConfig, source: str | os.PathLike | None = None, *,
@@ -44,7 +46,3 @@ def finetune(config: RunConfig, source: str | os.PathLike | None = None, *,
     cfg.model.name = src.build_args["name"]
     cfg.model.kwargs = {**{k: v for k, v in src.build_args.items() if k not in DATA_ARGS}, **kept}
     return train(cfg, test_on=test_on, progress=progress)
-
-
-# model arguments a fine-tune may change: they regularise training, the weights do not depend on them
-_REGULARISERS: dict[str, Any] = dict.fromkeys(("drop_rate", "drop_path_rate"))
