@@ -7,7 +7,9 @@ and batch-16 throughput for four arms measured in the same process, with ``--thr
 * ours-torch: what ``resnetlab predict --runtime torch`` runs: BN folded into the convs
   (``resnetlab.deploy.fold_bn``), channels_last, ``torch.inference_mode()``;
 * ort-fp32: the exported ONNX model in onnxruntime (``resnetlab export``);
-* ort-int8: the same, static QDQ int8 (calibrated on random images: speed only).
+* ort-int8: the same, static QDQ int8 (calibrated on random images: speed only);
+* default: what ``resnetlab predict RUN`` runs for a run directory with no export yet (it
+  exports and verifies fp32 ONNX once, then predicts through onnxruntime).
 
 Each arm's GFLOP/s (2 x MACs of one image from ``torch.utils.flop_counter``) is printed next to
 a large fp32 matmul measured in the same run, the CPU's practical fp32 rate.
@@ -98,7 +100,22 @@ def resnet50_arms(tmp: Path, threads: int) -> dict:
     fp32 = export_onnx(model, sample[:2], tmp / "r50.onnx", {})
     int8 = quantize_int8(fp32, tmp / "r50.int8.onnx", [torch.randn(4, 3, 224, 224) for _ in range(4)])
     return {"eager (NCHW, no_grad)": eager, "ours-torch (folded BN, channels_last, inference_mode)": ours,
-            "onnxruntime fp32": OnnxBackend(fp32, threads), "onnxruntime int8": OnnxBackend(int8, threads)}
+            "onnxruntime fp32": OnnxBackend(fp32, threads), "onnxruntime int8": OnnxBackend(int8, threads),
+            "default predict RUN (auto)": default_backend(model, tmp / "r50-run")}
+
+
+def default_backend(model: torch.nn.Module, run: Path):
+    """What ``resnetlab predict RUN`` runs for a fresh run directory (it exports once)."""
+    from resnetlab.checkpoint import save_checkpoint
+    from resnetlab.deploy import load_predictor
+    from resnetlab.deploy.presets import preset_meta
+
+    save_checkpoint(run / "checkpoints" / "best", model_state=model.state_dict(),
+                    meta={"model": model.build_args, "data": preset_meta("imagenet")})
+    predictor = load_predictor(run)
+    print(f"default predict path: {predictor.runtime} runtime "
+          f"({'; '.join(predictor.notices)})")
+    return predictor.backend
 
 
 def part_resnet50(args: argparse.Namespace, tmp: Path, peak: float) -> None:

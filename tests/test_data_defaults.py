@@ -102,12 +102,16 @@ def test_a_link_cycle_inside_a_class_is_not_followed(tmp_path, caplog):
     assert "self: skipped" in caplog.text
 
 
-def test_single_class_folder_and_csv_warn(tmp_path, caplog):
+def test_single_class_folder_and_csv_is_an_error_unless_allowed(tmp_path, caplog):
     root = _tiny_folder(tmp_path / "f", {"only": 5})
     path = _csv(tmp_path / "t.csv", 10, classes=("yes",))
-    with caplog.at_level(logging.WARNING):
+    with pytest.raises(DataError, match=r"folder:.*single class \('only'\).*--allow-single-class"):
         build(f"folder:{root}", val_size=1)
+    with pytest.raises(DataError, match=r"csv:.*--target label.*single class \('yes'\)"):
         build(f"csv:{path}", target="label")
+    with caplog.at_level(logging.WARNING):
+        build(f"folder:{root}", val_size=1, allow_single_class=True)
+        build(f"csv:{path}", target="label", allow_single_class=True)
     assert caplog.text.count("single class") == 2 and "trivially 100%" in caplog.text
 
 

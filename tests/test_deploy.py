@@ -4,6 +4,7 @@ through both runtimes (streaming, bad images, presets, foreign ONNX files)."""
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import numpy as np
@@ -146,9 +147,11 @@ def test_a_stale_export_is_not_used(run, tmp_path):
                     meta={"model": model.build_args, "data": bundle.meta, "classes": bundle.classes})
     try:
         assert verified_export(path) is None
-        assert Predictor.from_path(path).runtime == "torch"
-        with pytest.raises(ConfigError, match="no verified ONNX export"):
-            Predictor.from_path(path, runtime="onnx")
+        before = (path / "export" / "model.onnx").stat().st_mtime_ns
+        fresh = Predictor.from_path(path)  # auto: a new export for the new checkpoint
+        assert fresh.runtime == "onnx" and "exported once" in fresh.notices[-1]
+        assert (path / "export" / "model.onnx").stat().st_mtime_ns != before
+        assert verified_export(path) == path / "export" / "model.onnx"
     finally:
         save_checkpoint(path / "checkpoints" / "best", model_state=model.state_dict(),
                         meta={"model": model.build_args, "data": bundle.meta,
@@ -322,3 +325,84 @@ def test_batch_size_zero_is_one_line(run, folder, capsys):
         main(["predict", str(run[0]), str(folder), "--batch-size", "0"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --batch-size 0: must be at least 1"
+
+
+def _copy_run(path, dest):
+    """A fresh run directory (no export yet) holding ``path``'s checkpoint."""
+    shutil.copytree(path / "checkpoints", dest / "checkpoints")
+    return dest
+
+
+def test_predict_exports_a_run_once_and_reuses_it(run, folder, tmp_path, monkeypatch, capsys):
+    import resnetlab.deploy.export as export
+
+    path = _copy_run(run[0], tmp_path / "run")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(path), str(folder), "--runtime", "torch", "--json"])
+    assert exit_info.value.code == 0
+    assert not (path / "export").exists()  # --runtime torch never exports
+    torch_rows = json.loads(capsys.readouterr().out)
+    calls = []
+    real = export.export_model
+    monkeypatch.setattr(export, "export_model", lambda *a, **k: (calls.append(a), real(*a, **k))[1])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(path), str(folder), "--json"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 0 and len(calls) == 1
+    assert err.count("exported once") == 1 and "(onnx runtime)" in err and "random" not in err
+    onnx_file = path / "export" / "model.onnx"
+    assert verified_export(path) == onnx_file
+    sidecar = json.loads((path / "export" / "model.onnx.json").read_text())
+    assert sidecar["check"]["ok"] and sidecar["check"]["inputs"] > 0  # the run's real test images
+    assert not list((path / "export").glob(".staging-*"))
+    for a, b in zip(torch_rows, json.loads(out), strict=True):
+        assert a["input"] == b["input"] and a["topk"][0]["index"] == b["topk"][0]["index"]
+        assert np.allclose([t["prob"] for t in a["topk"]], [t["prob"] for t in b["topk"]],
+                           atol=1e-4)
+    mtime = onnx_file.stat().st_mtime_ns
+    again = Predictor.from_path(path)
+    assert again.runtime == "onnx" and not again.notices and len(calls) == 1
+    assert onnx_file.stat().st_mtime_ns == mtime
+
+
+def test_a_read_only_run_predicts_with_torch(run, folder, tmp_path, monkeypatch):
+    import resnetlab.deploy.export as export
+
+    path = _copy_run(run[0], tmp_path / "run")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(export.tempfile, "mkdtemp", refuse)  # as a read-only folder refuses
+    predictor = Predictor.from_path(path)
+    assert predictor.runtime == "torch" and "cannot write an ONNX export" in predictor.notices[0]
+    assert len(predictor.predict([folder / "c0"], k=1)) == 12
+    assert verified_export(path) is None
+
+
+def test_a_failed_export_leaves_no_file(run, tmp_path, monkeypatch):
+    import resnetlab.deploy.export as export
+
+    path = _copy_run(run[0], tmp_path / "run")
+
+    def wrong(reference, candidate, x, what, **kwargs):
+        raise VerificationError(f"{what}: verification failed")
+
+    monkeypatch.setattr(export, "verify", wrong)
+    with pytest.raises(VerificationError):
+        export_model(path, "onnx")
+    assert list((path / "export").iterdir()) == []  # nothing half-written, no staging left
+
+
+def test_imagenet_preset_resizes_the_short_side_then_crops(tmp_path):
+    from resnetlab.deploy.presets import preset_meta
+
+    meta = {**preset_meta("imagenet"), "image_size": [4, 4], "resize_short": 8,
+            "mean": [0.0] * 3, "std": [1.0] * 3}
+    assert preset_meta("imagenet")["resize_short"] == 256
+    pixels = np.random.default_rng(0).integers(0, 255, (8, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "wide.png")  # short side 8 already: no resampling
+    predictor = Predictor(lambda x: x.flatten(1)[:, :2], ["a", "b"], meta)
+    x, _ = predictor._decode([tmp_path / "wide.png"])
+    expected = torch.from_numpy(pixels[2:6, 6:10]).permute(2, 0, 1).float() / 255
+    assert x.shape == (1, 3, 4, 4) and torch.allclose(x[0], expected, atol=1e-6)

@@ -25,6 +25,7 @@ _REPLACED = {"ctx", "model", "train_size", "resume", "name", "config"}
 def _own(ctx: typer.Context,
          depths: Annotated[str | None, Opt(help="Depths to compare, e.g. 20,56 (resnetN and its plain twin plainN).", rich_help_panel="Comparison")] = None,
          seeds: Annotated[int, Opt(help="Seeds per model (--seed, +1, ...); the table gives mean ± std.", rich_help_panel="Comparison")] = 1,
+         blocks: Annotated[str | None, Opt(help="Instead of --depths, for csv: tables: dense-block counts of mlp_resnet and its twin plain_mlp, e.g. 2,8,32 (the table's own split).", rich_help_panel="Comparison")] = None,
          train_sizes: Annotated[str | None, Opt(help="Training-set sizes to sweep, e.g. 500,5000,55000 (default: the recipe's).", rich_help_panel="Comparison")] = None,
          resume: Annotated[Path | None, Opt(help="Continue this comparison directory (finished members are kept).", rich_help_panel="Comparison")] = None,
          name: Annotated[str | None, Opt(help="Comparison directory name under --runs-dir.", rich_help_panel="Comparison")] = None,
@@ -59,17 +60,27 @@ def _run(params: dict[str, Any]):
     if params["resume"] is not None:
         return run.resume_comparison(params["resume"], progress=params["progress"],
                                      world_size=world_size)
-    if not params["depths"]:
-        raise ConfigError("--depths: give the depths to compare (e.g. --depths 20,56), or --resume DIR")
-    depths = parse_number_list(params["depths"], "--depths")
+    flag = "--blocks" if params.get("blocks") else "--depths"
+    if not (params["depths"] or params.get("blocks")):
+        raise ConfigError("--depths: give the depths to compare (e.g. --depths 20,56), --blocks "
+                          "for a table (e.g. --blocks 2,8,32), or --resume DIR")
+    if params["depths"] and params.get("blocks"):
+        raise ConfigError("--depths and --blocks: choose one (--blocks sweeps the dense blocks "
+                          "of mlp_resnet on a table)")
+    depths = parse_number_list(params["depths"] or params["blocks"], flag)
     if any(d != int(d) for d in depths):
-        raise ConfigError(f"--depths {params['depths']}: depths are whole numbers, e.g. 20,56")
+        raise ConfigError(f"{flag} {params['depths'] or params['blocks']}: whole numbers, e.g. 20,56")
     depths = [int(d) for d in depths]
     sizes = parse_number_list(params["train_sizes"], "--train-sizes")
-    base = run.config_with(params["config"], train_cli.flag_overrides(dict(params), params["set_"]))
+    overrides = train_cli.flag_overrides(dict(params), params["set_"])
+    if flag == "--blocks":  # the recipe's image subset sizes do not fit a table
+        overrides.setdefault("data.train_size", None)
+        overrides.setdefault("data.val_size", None)
+    base = run.config_with(params["config"], overrides)
     return run.compare(base, depths, seeds=params["seeds"], name=params["name"],
                        train_sizes=[int(n) for n in sizes] if sizes else None,
-                       test_on=params["test_on"], progress=params["progress"], world_size=world_size)
+                       test_on=params["test_on"], progress=params["progress"], world_size=world_size,
+                       dense=flag == "--blocks")
 
 
 # The options: compare's own, then train's (minus those replaced above), so `--help` lists both.

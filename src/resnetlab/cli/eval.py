@@ -57,7 +57,11 @@ def print_report(report, per_class: bool) -> None:
     from resnetlab.cli.common import console, pct, print_table
 
     rows = [("checkpoint", report.source), ("samples", report.num_samples),
-            ("loss", f"{report.loss:.4f}"), ("top-1", pct(report.top1))]
+            ("loss", f"{report.loss:.4f}")]
+    if report.rmse is not None:  # a regression table
+        rows += [("RMSE", f"{report.rmse:.4g}"), ("R2", f"{report.r2:.4f}")]
+    else:
+        rows.append(("top-1", pct(report.top1)))
     if report.top5 is not None:
         rows.append(("top-5", pct(report.top5)))
     rows.append(("flip TTA", "yes" if report.tta else "no"))

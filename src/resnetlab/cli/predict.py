@@ -27,7 +27,7 @@ def command(
     top_k: Annotated[int, Opt("--top-k", "-k", help="Classes to show per input.")] = 5,
     json_out: Annotated[bool, Opt("--json", help="Print a JSON array (one object per input, streamed).")] = False,
     csv_out: Annotated[bool, Opt("--csv", help="Print CSV rows: input, rank, class, index, prob.")] = False,
-    runtime: Annotated[str, Opt(help="auto (a run's verified ONNX export if there is one, else torch), torch or onnx.")] = "auto",
+    runtime: Annotated[str, Opt(help="auto (a run's verified ONNX export, made once when missing and onnxruntime is installed; else torch), torch or onnx.")] = "auto",
     device: Annotated[str, Opt(help="auto, cpu, cuda, mps (torch runtime).")] = "auto",
     precision: Annotated[str, Opt(help="fp32, bf16, fp16 or auto (torch runtime).")] = "fp32",
     batch_size: Annotated[int, Opt(help="Inputs decoded and run per batch.")] = 64,
@@ -101,6 +101,11 @@ class _Writer:
     def __call__(self, p) -> None:
         if self.kind == "json":
             print(("[" if self.count == 0 else ",") + "\n" + json.dumps(p.to_dict()), end="")
+        elif p.value is not None:  # a regression table: the value (in the prob column for csv)
+            if self.csv is not None:
+                self.csv.writerow([p.input, 1, p.classes[0], 0, f"{p.value:.6g}"])
+            else:
+                print(f"{p.input}  {p.classes[0]} {p.value:.6g}")
         elif self.csv is not None:
             for rank, (name, index, prob) in enumerate(
                     zip(p.classes, p.indices, p.probs, strict=True), 1):

@@ -46,6 +46,8 @@ def command(
     val_size: Annotated[float | None, Opt(help="Held out for validation: a count (500) or a fraction (0.1); default: the data's own split.", rich_help_panel=D)] = None,
     augment: Annotated[str | None, Opt(help="Image augmentation: default, none, or e.g. crop:2,flip,erase:0.25 (tables get none).", rich_help_panel=D)] = None,
     target: Annotated[str | None, Opt(help="Target column of csv: data.", rich_help_panel=D)] = None,
+    task: Annotated[str | None, Opt(help="csv: target is classification or regression (default: regression for a numeric target with many distinct values).", rich_help_panel=D)] = None,
+    allow_single_class: Annotated[bool | None, Opt("--allow-single-class", help="Train even when the data has one class (otherwise an error).", rich_help_panel=D)] = None,
     val_dir: Annotated[str | None, Opt(help="Separate validation folder for folder: data.", rich_help_panel=D)] = None,
     image_size: Annotated[int | None, Opt(help="Resize folder images to this size.", rich_help_panel=D)] = None,
     on_bad_image: Annotated[str | None, Opt(help="error or skip unreadable images.", rich_help_panel=D)] = None,
@@ -162,8 +164,11 @@ def _accuracy(results: dict[str, Any], prefix: str) -> tuple[str, str]:
     """``("test top-1 / top-5", "93.10% / 99.80%")``; top-5 only with more than 5 classes."""
     from resnetlab.cli.common import pct
 
-    top1, top5 = results[f"{prefix}top1"], results[f"{prefix}top5"]
     name = prefix.rstrip("_") or results["split"]
+    if results.get("task") == "regression":  # e.g. ("test RMSE / R2", "52.1 / 0.489")
+        rmse, r2 = results.get(f"{prefix}rmse"), results.get(f"{prefix}r2")
+        return f"{name} RMSE / R2", "-" if rmse is None else f"{rmse:.4g} / {r2:.3f}"
+    top1, top5 = results[f"{prefix}top1"], results[f"{prefix}top5"]
     if results.get("num_classes", 10) <= 5:
         return f"{name} top-1", pct(top1)
     return f"{name} top-1 / top-5", f"{pct(top1)} / {pct(top5)}"

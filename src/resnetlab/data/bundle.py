@@ -11,9 +11,10 @@ import torch
 from resnetlab.data.augment import AugmentSpec, ImageTransform
 from resnetlab.data.loaders import BatchLoader, StreamSource, TensorSource
 from resnetlab.data.readers.image import ALPHA_BACKGROUND
+from resnetlab.utils.errors import DataError
 
 __all__ = ["DataBundle", "RunSide", "split_meta", "image_loaders", "image_meta", "loader",
-           "warn_single_class"]
+           "check_single_class"]
 
 log = logging.getLogger("resnetlab.data")
 
@@ -93,8 +94,16 @@ def image_meta(name: str, source: str, classes: list[str], shape: tuple[int, int
     }
 
 
-def warn_single_class(source: str, classes: list[str]) -> None:
-    """One class trains to a meaningless 100%: say so (the run still goes ahead)."""
-    if len(classes) == 1:
-        log.warning("%s has a single class (%r): every prediction will be that class and "
-                    "accuracy is trivially 100%%; add the other classes", source, classes[0])
+def check_single_class(source: str, classes: list[str], allow: bool = False) -> None:
+    """One class trains to a meaningless 100%: an error, unless ``allow`` (then a warning).
+
+    ``allow`` is ``--allow-single-class`` (``data.allow_single_class``), for a deliberate
+    one-class run such as a smoke test or a fine-tuning step that adds classes later.
+    """
+    if len(classes) != 1:
+        return
+    if not allow:
+        raise DataError(f"{source} has a single class ({classes[0]!r}): every prediction would "
+                        "be that class; add the other classes, or pass --allow-single-class")
+    log.warning("%s has a single class (%r): every prediction will be that class and "
+                "accuracy is trivially 100%%", source, classes[0])

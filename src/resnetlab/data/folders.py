@@ -30,10 +30,10 @@ from resnetlab.data.augment import channel_stats, parse_augment
 from resnetlab.data.bundle import (
     DataBundle,
     RunSide,
+    check_single_class,
     image_loaders,
     image_meta,
     split_meta,
-    warn_single_class,
 )
 from resnetlab.data.loaders import ArrayBatches, StreamSource, TensorSource
 from resnetlab.data.readers.image import IMAGE_EXTENSIONS, decode_image, probe_images
@@ -373,7 +373,7 @@ def build_folder(path: str, data_cfg: Any, run: RunSide, image_size: tuple[int, 
     roots = _folder_roots(Path(path).expanduser(), data_cfg.val_dir)
     folders, workers, in_memory = _open_splits(roots, data_cfg, run, image_size)
     index = folders["train"].index
-    warn_single_class(f"folder:{path}", index.classes)
+    check_single_class(f"folder:{path}", index.classes, data_cfg.allow_single_class)
     rows, val_source = _split_rows(folders, data_cfg)
     sample = folders["train"].sample(rows["train"], len(rows["train"]) if in_memory
                                      else _STATS_SAMPLE, data_cfg.split_seed)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,7 @@ from resnetlab.deploy.predictor import LoadedModel, load_model
 from resnetlab.utils.errors import ConfigError, DataError, UserError
 
 __all__ = ["FORMATS", "ExportResult", "VerificationError", "export_model", "verify",
-           "verified_export", "real_batches", "data_meta_for"]
+           "verified_export", "auto_export", "real_batches", "data_meta_for"]
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt",
            "safetensors": "model.safetensors"}
@@ -55,13 +57,14 @@ def data_meta_for(name: str, data_dir: str | None = None) -> dict[str, Any]:
 
 
 def _bundle(name: str, data_dir: str | None, image_size: Any, in_chans: int | None,
-            batch_size: int = 256) -> Any:
-    """The one place deploy/ builds data (through the data package's public API)."""
+            batch_size: int = 256, **table: Any) -> Any:
+    """The one place deploy/ builds data (through the data package's public API); ``table``:
+    a CSV run's ``target`` and ``task``."""
     from resnetlab.data import build_data
     from resnetlab.engine.config import DataConfig
 
     cfg = DataConfig(name=name, data_dir=data_dir, augment="none", image_size=image_size,
-                     batch_size=batch_size, eval_batch_size=batch_size, download=False)
+                     batch_size=batch_size, eval_batch_size=batch_size, download=False, **table)
     return build_data(cfg, in_chans=in_chans, channels_last=False)
 
 
@@ -71,8 +74,10 @@ def real_batches(meta: dict[str, Any], split: str, limit: int, batch_size: int =
     data a run was trained on, normalised with the run's own mean/std."""
     source = meta.get("source") if meta.get("kind") == "image" else None
     named = ":" not in str(meta.get("name", ""))
+    table = meta.get("table") or {}
+    extra = {"target": table["target"], "task": meta.get("task")} if table.get("target") else {}
     bundle = _bundle(meta["name"], source if named else None, meta.get("image_size"),
-                     meta.get("in_chans"), batch_size)
+                     meta.get("in_chans"), batch_size, **extra)
     loader = getattr(bundle, split, None) or bundle.val
     out, seen = [], 0
     for x, y in loader.epoch(0):
@@ -86,7 +91,9 @@ def real_batches(meta: dict[str, Any], split: str, limit: int, batch_size: int =
 def _check_batch(loaded: LoadedModel) -> tuple[torch.Tensor, list[str]]:
     """Inputs to verify on: real ones when the run's data can be read, else random ones."""
     shape = [loaded.in_channels, *(loaded.data_meta or {}).get("image_size", [32, 32])]
-    if loaded.data_meta is not None:
+    if loaded.data_meta is not None and loaded.data_meta.get("preset"):
+        note = f"the {loaded.data_meta['preset']} preset names no data; verified on random inputs"
+    elif loaded.data_meta is not None:
         try:
             return torch.cat([x for x, _ in real_batches(loaded.data_meta, "test",
                                                          _VERIFY_IMAGES)]), []
@@ -183,12 +190,29 @@ def export_model(source: str | os.PathLike, fmt: str = "onnx", *,
     net = _prepared(loaded.model, x, fold)
     path = _out_path(source, fmt, out)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Written and verified in a private staging folder beside the target, then renamed in: a
+    # crash, a failed check or a concurrent predict never sees a half-written or unverified file.
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=path.parent))
+    try:
+        result = _export_staged(loaded, net, x, staging / path.name, fmt, fold, int8, max_drop,
+                                load_args, _fingerprint(source))
+        _publish(staging, path, result)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    result.notices[:0] = notices
+    return result
+
+
+def _export_staged(loaded: LoadedModel, net: nn.Module, x: torch.Tensor, path: Path, fmt: str,
+                   fold: bool, int8: bool, max_drop: float, load_args: dict[str, Any],
+                   sha256: str | None) -> ExportResult:
+    """Write, verify and (optionally) quantise into ``path``'s folder, sidecar included."""
     meta = _stored_meta(loaded, fmt, fold)
     writer = {"onnx": _write_onnx, "torchscript": _write_torchscript,
               "safetensors": _write_safetensors}[fmt]
     check = writer(loaded, net, x, path, meta, load_args)
-    result = ExportResult(path, fmt, check, notices=notices)
-    meta.update(check=check, weights_sha256=_fingerprint(source))
+    result = ExportResult(path, fmt, check)
+    meta.update(check=check, weights_sha256=sha256)
     if int8:
         result.int8 = _int8(loaded, path, net, max_drop)
         meta["int8"] = result.int8
@@ -198,6 +222,51 @@ def export_model(source: str | os.PathLike, fmt: str = "onnx", *,
         write_onnx_meta(path, meta)
     Path(f"{path}.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     return result
+
+
+def _publish(staging: Path, path: Path, result: ExportResult) -> None:
+    """Rename the staged files over ``path`` (and its int8 twin); the sidecar, which is what
+    :func:`verified_export` trusts, goes first out and last in."""
+    sidecar = Path(f"{path}.json")
+    sidecar.unlink(missing_ok=True)
+    if result.int8:  # a refused int8 model replaces no older one silently: it is removed
+        twin = path.with_name(result.int8["file"])
+        if result.int8["kept"]:
+            os.replace(staging / twin.name, twin)
+        else:
+            twin.unlink(missing_ok=True)
+    os.replace(staging / path.name, path)
+    os.replace(staging / sidecar.name, sidecar)
+    result.path = path
+
+
+def auto_export(run: Path) -> tuple[Path | None, list[str]]:
+    """Export run directory ``run`` to verified fp32 ONNX once, for ``predict``'s default path.
+
+    Returns ``(model.onnx, notices)``, or ``(None, notices)`` when it cannot be done
+    (onnxruntime missing, run directory not writable, verification failed): then the caller
+    predicts with torch.
+    """
+    import importlib.util
+    import time
+
+    if not (run / "checkpoints").is_dir():
+        return None, []  # a checkpoint dir or weights file: no run folder to keep an export in
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+        return None, []
+    start = time.perf_counter()
+    try:
+        result = export_model(run, "onnx")
+    except OSError as err:
+        return None, [f"{run}: cannot write an ONNX export there ({err.strerror or err}); "
+                      "predicting with torch"]
+    except VerificationError as err:
+        return None, [f"{err}; predicting with torch"]
+    c, seconds = result.check, time.perf_counter() - start
+    return result.path, [*result.notices, (
+        f"{run}: exported once to {result.path} for fast prediction (verified on {c['inputs']} "
+        f"inputs: max abs diff {c['max_abs_diff']:.1e}, top-1 agreement "
+        f"{100 * c['top1_agreement']:.0f}%; {seconds:.1f} s); later predicts reuse it")]
 
 
 def _prepared(model: nn.Module, x: torch.Tensor, fold: bool) -> nn.Module:

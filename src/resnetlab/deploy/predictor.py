@@ -52,10 +52,13 @@ class LoadedModel:
         return str(model_info(self.build_args["name"]).get("input_kind", "image"))
 
     @property
-    def in_channels(self) -> int | None:
+    def in_channels(self) -> int:
         """Channels (images) or features (vectors) the first layer expects."""
         args = self.build_args
-        return args.get("in_chans", args.get("in_features"))
+        found = args.get("in_chans", args.get("in_features"))
+        if found is None:  # built with the default: read it off the first layer's weight
+            found = int(self.model.state_dict()[_first_weight_key(self.model)].shape[1])
+        return found
 
 
 def _input_key(name: str) -> str:
@@ -169,8 +172,11 @@ class Prediction:
     classes: list[str]
     indices: list[int]
     probs: list[float]
+    value: float | None = None  # a regression table: the prediction in target units
 
     def to_dict(self) -> dict[str, Any]:
+        if self.value is not None:
+            return {"input": self.input, "target": self.classes[0], "value": self.value}
         return {"input": self.input, "topk": [
             {"class": c, "index": i, "prob": p}
             for c, i, p in zip(self.classes, self.indices, self.probs, strict=True)]}
@@ -220,10 +226,20 @@ class Predictor:
         """Top-``k`` (at most the number of classes) for a preprocessed batch."""
         if k < 1:
             raise ConfigError(f"--top-k {k}: must be at least 1")
+        if (self.data_meta or {}).get("task") == "regression":
+            return self._values(x, labels)
         probs = self.probabilities(x)
         values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
         return [Prediction(label, [self._name(i) for i in idx.tolist()], idx.tolist(), val.tolist())
                 for label, val, idx in zip(labels, values, indices, strict=True)]
+
+    def _values(self, x: torch.Tensor, labels: Sequence[str]) -> list[Prediction]:
+        """A regression table: outputs mapped from the standardised scale to target units."""
+        table = self.data_meta["table"]
+        z = torch.cat([self.backend(part) for part in x.split(self.batch_size)]).float()
+        values = (z.reshape(-1) * table["target_std"] + table["target_mean"]).tolist()
+        return [Prediction(label, [table["target"]], [0], [1.0], value=v)
+                for label, v in zip(labels, values, strict=True)]
 
     def predict(self, inputs: Sequence[str | os.PathLike], k: int = 5) -> list[Prediction]:
         """Top-``k`` for files and folders (searched recursively), preprocessed like training."""
@@ -246,18 +262,16 @@ class Predictor:
 
     def _preprocess(self, files: list[Path]) -> tuple[torch.Tensor, list[str]]:
         """One batch through the data layer's preprocessing; bad files named or skipped."""
-        from resnetlab.data import preprocess_inputs
-
         self._note_conversion(files)
         try:
-            return preprocess_inputs(files, self.data_meta)
+            return self._decode(files)
         except DataError:
             if self.data_meta.get("kind") != "image":
                 raise
         parts, labels = [], []
         for f in files:  # rare path: find which file is unreadable
             try:
-                x, names = preprocess_inputs([f], self.data_meta)
+                x, names = self._decode([f])
             except DataError as err:
                 if self.on_bad_image != "skip":
                     raise DataError(f"{err}; or pass --on-bad-image skip") from None
@@ -266,6 +280,21 @@ class Predictor:
             parts.append(x)
             labels += names
         return (torch.cat(parts) if parts else torch.empty(0)), labels
+
+    def _decode(self, files: list[Path]) -> tuple[torch.Tensor, list[str]]:
+        """``preprocess_inputs``; with ``resize_short`` (the ImageNet preset) the short side is
+        resized to it and the centre ``image_size`` cropped, as torchvision's reference eval
+        (resize 256, crop 224) does.  Normalisation is per channel, so cropping after it is exact."""
+        from resnetlab.data import preprocess_inputs
+
+        short = self.data_meta.get("resize_short")
+        if not short:
+            return preprocess_inputs(files, self.data_meta)
+        # covering a short x short square scales the image's short side to exactly ``short``
+        x, labels = preprocess_inputs(files, {**self.data_meta, "image_size": [short, short]})
+        (h, w), (sh, sw) = self.data_meta["image_size"], x.shape[-2:]
+        top, left = round((sh - h) / 2), round((sw - w) / 2)
+        return x[..., top:top + h, left:left + w].contiguous(), labels
 
     def _note_conversion(self, files: list[Path]) -> None:
         """State once that images are converted to the network's channel count."""
@@ -333,8 +362,10 @@ def load_predictor(source: str | os.PathLike, *, runtime: str = "auto", device: 
 
     ``runtime``: ``onnx`` (onnxruntime; an ``.onnx`` file, or a run's verified export),
     ``torch`` (resnetlab's optimised PyTorch path) or ``auto``: the fastest verified path
-    available (a run's int8 or fp32 ONNX export when ``resnetlab export`` wrote and verified one
-    for the current checkpoint, else torch).  ``data_meta`` overrides (or, for bare weights,
+    available: a run's int8 or fp32 ONNX export verified for its current checkpoint; when a run
+    directory has none and onnxruntime is installed, one fp32 export is made (verified, atomic,
+    said in ``notices``) and reused by later calls; else torch (also on a GPU device, and when
+    the run directory is read-only, with a notice).  ``data_meta`` overrides (or, for bare weights,
     supplies) the preprocessing; bare weights without it get their family's preset.
     """
     _check_batch_size(batch_size)
@@ -346,20 +377,35 @@ def load_predictor(source: str | os.PathLike, *, runtime: str = "auto", device: 
             raise ConfigError(f"{source}: an .onnx file runs through onnxruntime; drop "
                               "--runtime torch, or give the run directory")
         return _onnx_predictor(path, data_meta, batch_size, on_bad_image)
-    if runtime != "torch" and device in ("auto", "cpu") and not model:
-        from resnetlab.deploy.export import verified_export
-
-        export = verified_export(path)
+    notices: list[str] = []
+    # onnxruntime runs here on the CPU: on a GPU device, auto means torch there
+    if not model and (runtime == "onnx" or runtime == "auto" and resolve_device(device).type == "cpu"):
+        export, notices = _fastest_export(path, runtime)
         if export is not None:
-            return _onnx_predictor(export, data_meta, batch_size, on_bad_image)
-        if runtime == "onnx":
-            raise ConfigError(f"{source}: no verified ONNX export of its current checkpoint; run "
-                              f"`resnetlab export {source} --format onnx` or use --runtime torch")
+            predictor = _onnx_predictor(export, data_meta, batch_size, on_bad_image)
+            predictor.notices[:0] = notices
+            return predictor
     loaded = load_model(source, model=model, num_classes=num_classes, in_chans=in_chans,
                         model_kwargs=model_kwargs)
-    meta, classes, notices = _preprocessing(loaded, data_meta, str(source))
+    meta, classes, more = _preprocessing(loaded, data_meta, str(source))
+    notices += more
     return Predictor(BACKENDS["torch"](loaded, device, precision), classes, meta, batch_size,
                      on_bad_image, notices, runtime="torch")
+
+
+def _fastest_export(path: Path, runtime: str) -> tuple[Path | None, list[str]]:
+    """The run's verified ONNX export for its current checkpoint, made once when missing
+    (onnxruntime fp32 is ~1.4x resnetlab's torch path on CPUs: ``benchmarks/infer.py``)."""
+    from resnetlab.deploy.export import auto_export, verified_export
+
+    export = verified_export(path)
+    if export is not None:
+        return export, []
+    export, notices = auto_export(path) if path.is_dir() else (None, [])
+    if export is None and runtime == "onnx":
+        raise ConfigError(f"{path}: no verified ONNX export of its current checkpoint; run "
+                          f"`resnetlab export {path} --format onnx` or use --runtime torch")
+    return export, notices
 
 
 def _preprocessing(loaded: LoadedModel, data_meta: dict[str, Any] | None, source: str
@@ -388,7 +434,9 @@ def _describe(meta: dict[str, Any]) -> str:
     h, w = meta["image_size"]
     mean = ", ".join(f"{v:.3f}" for v in meta["mean"])
     std = ", ".join(f"{v:.3f}" for v in meta["std"])
-    return f"{h}x{w}, {meta['in_chans']} channel(s), mean {mean}, std {std}"
+    size = f"short side {meta['resize_short']}, centre crop {h}x{w}" if meta.get("resize_short") \
+        else f"{h}x{w}"
+    return f"{size}, {meta['in_chans']} channel(s), mean {mean}, std {std}"
 
 
 def _onnx_predictor(path: Path, data_meta: dict[str, Any] | None, batch_size: int,

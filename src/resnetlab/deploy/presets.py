@@ -18,7 +18,8 @@ __all__ = ["PRESETS", "preset_meta", "preset_for_family", "check_meta_fits"]
 # Channel statistics of the training sets, as published with them and used by torchvision
 # (ImageNet), and as computed over the 50k/60k training images (CIFAR-10, Fashion-MNIST).
 PRESETS: dict[str, dict[str, Any]] = {
-    "imagenet": {"in_chans": 3, "image_size": [224, 224],
+    # torchvision's reference evaluation: short side to 256, centre crop 224 (crop ratio 0.875)
+    "imagenet": {"in_chans": 3, "image_size": [224, 224], "resize_short": 256,
                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
     "cifar10": {"in_chans": 3, "image_size": [32, 32],
                 "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]},
@@ -30,8 +31,10 @@ def preset_meta(name: str, num_classes: int | None = None) -> dict[str, Any]:
     """The data meta of preset ``name`` (class names when the data set's are known and fit)."""
     if name not in PRESETS:
         raise ConfigError(f"preset {name!r}: choose one of {', '.join(PRESETS)}")
-    meta = {"kind": "image", "name": f"preset:{name}", "preset": name,
-            "resize": "cover, bilinear, centre crop", **PRESETS[name]}
+    short = PRESETS[name].get("resize_short")
+    resize = f"short side to {short}, bilinear, centre crop" if short else "cover, bilinear, centre crop"
+    meta = {"kind": "image", "name": f"preset:{name}", "preset": name, "resize": resize,
+            **PRESETS[name]}
     classes: list[str] = []
     if name != "imagenet":  # ImageNet's 1000 names are not shipped: indices are printed
         classes = list(dataset_info(name).classes)

@@ -64,6 +64,10 @@ class DataConfig:
     # subset) independently of the training seed; num_workers None: none for < 512 files;
     # in_memory None: decode a folder into memory when it fits in a quarter of RAM;
     # categorical: CSV columns forced to categories; encoding: onehot or embed.
+    # allow_single_class: train on one class (otherwise an error); task: table target is
+    # "classification", "regression" or None (regression for a numeric target with many values).
+    allow_single_class: bool = False
+    task: str | None = None
     split_seed: int = 0
     num_workers: int | None = None
     in_memory: bool | None = None
@@ -234,7 +238,8 @@ FLAGS: dict[str, str] = {
     "data.train_size": "--train-size", "data.augment": "--augment", "data.target": "--target",
     "data.val_dir": "--val-dir", "data.image_size": "--image-size",
     "data.on_bad_image": "--on-bad-image", "data.cache_dir": "--cache-dir",
-    "data.download": "--download",
+    "data.download": "--download", "data.allow_single_class": "--allow-single-class",
+    "data.task": "--task",
     "optim.name": "--optimizer", "optim.lr": "--lr", "optim.momentum": "--momentum",
     "optim.nesterov": "--nesterov", "optim.weight_decay": "--weight-decay",
     "optim.decay_norm_and_bias": "--decay-norm-and-bias", "optim.betas": "--betas",
@@ -280,7 +285,8 @@ def _in(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> C
 
 
 # metrics.csv columns that can pick the best checkpoint; True = higher is better
-METRICS = {"val_top1": True, "val_top5": True, "val_loss": False, "train_top1": True, "train_loss": False}
+METRICS = {"val_top1": True, "val_top5": True, "val_loss": False, "train_top1": True, "train_loss": False,
+           "val_rmse": False, "val_r2": True, "train_rmse": False}  # the last three: regression
 _INF = math.inf
 _POSITIVE, _NON_NEGATIVE, _COUNT = _in(0, _INF, lo_open=True), _in(0, _INF), _in(1, _INF)
 # key: (check, what a good value is).  None (where a key allows it) is never checked.
@@ -314,6 +320,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.val_size": (lambda v: (isinstance(v, int) and v >= 0) or 0 < v < 1,
                       "a count >= 0 or a fraction in (0, 1), e.g. 500 or 0.1"),
     "data.on_bad_image": (lambda v: v in ("error", "skip"), "error or skip"),
+    "data.task": (lambda v: v in ("classification", "regression"), "classification or regression"),
     "finetune.bn": (lambda v: v in ("train", "frozen"), "train or frozen"),
     "finetune.backbone_lr_scale": (_NON_NEGATIVE, "a finite number >= 0"),
     "finetune.unfreeze_at": (_NON_NEGATIVE, "an epoch >= 0"),

@@ -35,6 +35,7 @@ EPOCH_COLUMNS = (
     "epoch", "step", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
     "nonfinite_steps", "images_per_s", "epoch_time_s", "elapsed_s",
 )
+REGRESSION_COLUMNS = ("train_rmse", "val_rmse", "val_r2")  # appended in a regression run
 STEP_COLUMNS = ("step", "epoch", "lr", "loss", "top1", "images_per_s", "elapsed_s")
 
 
@@ -66,7 +67,8 @@ class MetricsWriter:
                 self.epoch_row(row)
 
     def epoch_row(self, row: dict[str, Any]) -> None:
-        self._write("metrics", EPOCH_COLUMNS, row, "epoch", int(row["step"]))
+        regression = tuple(k for k in REGRESSION_COLUMNS if k in row)  # only regression rows
+        self._write("metrics", EPOCH_COLUMNS + regression, row, "epoch", int(row["step"]))
 
     def step_row(self, row: dict[str, Any]) -> None:
         self._write("steps", STEP_COLUMNS, row, "step", int(row["step"]))
@@ -203,7 +205,8 @@ class ProgressDisplay:
 
     def show_stats(self, loss: float, top1: float, images_per_s: float) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, loss=f"{loss:.4f}", acc=f"{100 * top1:.2f}%",
+            acc = "-" if top1 is None else f"{100 * top1:.2f}%"  # None: a regression
+            self._progress.update(self._task, loss=f"{loss:.4f}", acc=acc,
                                   ips=f"{images_per_s:,.0f}")
 
     def epoch_done(self, row: dict[str, Any]) -> None:
@@ -259,9 +262,14 @@ def tracked(batches: Iterable, description: str, mode: bool | None) -> Iterator:
 
 def format_epoch_row(row: dict[str, Any], epochs: int) -> str:
     """``epoch 3/10  step 1290  train 0.3121 / 88.91%  val 0.2876 / 89.80% (top-5 99.6%) ...``."""
-    parts = [f"epoch {_num(row['epoch'])}/{epochs}", f"step {row['step']}",
-             f"train {row['train_loss']:.4f} / {100 * row['train_top1']:.2f}%"]
-    if row.get("val_loss") is not None:
+    parts = [f"epoch {_num(row['epoch'])}/{epochs}", f"step {row['step']}"]
+    if "train_rmse" in row:  # a regression row
+        parts.append(f"train RMSE {row['train_rmse']:.4g}")
+        if row.get("val_rmse") is not None:
+            parts.append(f"val RMSE {row['val_rmse']:.4g} / R2 {row['val_r2']:.3f}")
+    else:
+        parts.append(f"train {row['train_loss']:.4f} / {100 * row['train_top1']:.2f}%")
+    if row.get("val_loss") is not None and "train_rmse" not in row:
         parts.append(f"val {row['val_loss']:.4f} / {100 * row['val_top1']:.2f}% "
                      f"(top-5 {100 * row['val_top5']:.1f}%)")
     parts += [f"lr {row['lr']:.3g}", f"{row['images_per_s']:,.0f} img/s", f"{row['epoch_time_s']:.1f}s"]

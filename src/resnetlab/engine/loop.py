@@ -23,7 +23,7 @@ from torch import nn
 from resnetlab.engine import checkpointing, distributed
 from resnetlab.engine.clock import Clock
 from resnetlab.engine.config import RunConfig, validate
-from resnetlab.engine.metrics import ClassificationMeter, EvalResult, smoothed_nll
+from resnetlab.engine.metrics import ClassificationMeter, EvalResult, RegressionMeter, smoothed_nll
 from resnetlab.engine.runtime import (
     Runtime,
     global_flags,
@@ -60,8 +60,12 @@ class FitResult:
 def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str,
              dtype: torch.dtype = torch.float32, num_classes: int,
              tta: Callable[[torch.Tensor], Iterable[torch.Tensor]] | None = None,
-             label_smoothing: float = 0.0, channels_last: bool = False) -> EvalResult:
+             label_smoothing: float = 0.0, channels_last: bool = False,
+             target_std: float | None = None) -> EvalResult:
     """Loss, top-1/top-5, per-class accuracy and confusion matrix of ``model`` on ``loader``.
+
+    With ``target_std`` the targets are a standardised regression target (floats): the loss is
+    the MSE, and ``rmse`` (in target units, times ``target_std``) and ``r2`` replace accuracy.
 
     With ``tta`` (e.g. ``resnetlab.data.flip_tta``) the softmax probabilities of the views it
     yields are averaged and the loss is the cross-entropy of that average.  Under torchrun each
@@ -70,7 +74,8 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str,
     rt = Runtime(torch.device(device), dtype, channels_last, distributed.dist_info())
     was_training = model.training
     model.eval()
-    meter = ClassificationMeter(num_classes, rt.device)
+    meter = (ClassificationMeter(num_classes, rt.device) if target_std is None
+             else RegressionMeter(target_std, rt.device))
     rank, world = rt.dist.rank, rt.dist.world_size
     if world > 1 and getattr(loader, "strided", False):  # read only this rank's batches
         batches = iter(loader.epoch(0, start=min(rank, len(loader)), every=world))
@@ -78,6 +83,11 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str,
         batches = itertools.islice(iter(loader), rank, None, world)
     for x, y in batches:
         x, y = to_device(x, rt), y.to(rt.device, non_blocking=True)
+        if target_std is not None:
+            with autocast(rt.device, rt.dtype):
+                pred = model(x).float().reshape(y.shape)
+            meter.update(pred, y, ((pred - y) ** 2).sum())
+            continue
         log_probs = _log_probs(model, x, rt, tta)
         meter.update(log_probs, y, smoothed_nll(log_probs, y, label_smoothing))
     meter.all_reduce()
@@ -97,7 +107,8 @@ def _log_probs(model: nn.Module, x: torch.Tensor, rt: Runtime, tta: Callable | N
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, cfg: RunConfig,
         run_dir: str | Path, *, num_classes: int, extra_meta: dict[str, Any] | None = None,
         resume: bool = False, tta: Callable | None = None, progress: bool | None = None,
-        on_epoch_end: Callable[[dict[str, Any]], Any] | None = None) -> FitResult:
+        on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
+        target_std: float | None = None) -> FitResult:
     """Train ``model`` on ``train_loader`` as ``cfg`` says, writing the run into ``run_dir``.
 
     Moves the model to the resolved device (channels_last, optional ``torch.compile``, DDP
@@ -108,6 +119,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
     checkpoint.  ``resume=True`` continues from ``run_dir/checkpoints/last`` exactly, including
     the position inside the epoch.  ``tta`` is used for the validation evaluations;
     ``on_epoch_end(row)`` is called after each epoch and stops training by returning True.
+    ``target_std`` makes it a regression on standardised float targets (MSE loss; RMSE in
+    target units and R^2 logged; the best checkpoint by ``val_rmse``).
     Raises :class:`TrainingDiverged` after ``max_nonfinite_steps`` non-finite losses in a row.
     """
     validate(cfg)
@@ -115,7 +128,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
     try:
         s = open_session(model, train_loader, val_loader, cfg, Path(run_dir),
                          num_classes=num_classes, progress=progress,
-                         extra_meta=dict(extra_meta or {}), tta=tta, on_epoch_end=on_epoch_end)
+                         extra_meta=dict(extra_meta or {}), tta=tta, on_epoch_end=on_epoch_end,
+                         target_std=target_std)
         _start(s, resume)
         try:
             while not s.state.finished:
@@ -182,7 +196,7 @@ def train_step(s: TrainSession, x: torch.Tensor, y: torch.Tensor) -> None:
         group["lr"] = lr * group.get("lr_scale", 1.0)
     with autocast(s.rt.device, s.rt.dtype):
         logits = s.net(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
+        loss = _loss(logits, y, tc.label_smoothing)
     s.scaler.scale(loss).backward()
     if tc.clip_grad_norm:
         s.scaler.unscale_(s.optimizer)
@@ -193,6 +207,13 @@ def train_step(s: TrainSession, x: torch.Tensor, y: torch.Tensor) -> None:
         s.ema.update()
     s.recorder.record(s.state.step + 1, loss, logits.detach(), y)
     s.clock.samples += len(y) * s.rt.dist.world_size
+
+
+def _loss(out: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Cross-entropy on class indices; MSE on a float (standardised regression) target."""
+    if y.is_floating_point():
+        return F.mse_loss(out.float().reshape(y.shape), y)
+    return F.cross_entropy(out, y, label_smoothing=smoothing)
 
 
 def _mid_epoch_checkpoint_due(s: TrainSession) -> bool:
@@ -221,7 +242,8 @@ def _log_window(s: TrainSession) -> None:
     ips = s.clock.window_rate()
     row = {"step": st.step, "epoch": st.epoch + st.batch / s.steps_per_epoch,
            "lr": s.lr_fn(st.step - 1), "loss": w.loss_sum / w.count if w.count else None,
-           "top1": w.hits / w.count if w.count else None, "images_per_s": ips,
+           "top1": w.hits / w.count if w.count and s.target_std is None else None,
+           "images_per_s": ips,
            "elapsed_s": s.clock.elapsed_s}
     s.writer.step_row(row)
     if w.count:
@@ -265,10 +287,11 @@ def _epoch_row(s: TrainSession, complete: bool) -> dict[str, Any]:
     val = None
     if s.val_loader is not None:
         val = evaluate(s.eval_net, s.val_loader, device=s.rt.device, dtype=s.rt.dtype,
-                       num_classes=s.num_classes, tta=s.tta, channels_last=s.rt.channels_last)
+                       num_classes=s.num_classes, tta=s.tta, channels_last=s.rt.channels_last,
+                       target_std=s.target_std)
     s.clock.tick()
     count = max(st.epoch_count, 1)
-    return {
+    row = {
         "epoch": st.epoch + 1 if complete else round(st.epoch + st.batch / s.steps_per_epoch, 4),
         "step": st.step, "lr": s.lr_fn(max(st.step - 1, 0)),
         "train_loss": st.epoch_loss_sum / count, "train_top1": st.epoch_correct / count,
@@ -277,6 +300,11 @@ def _epoch_row(s: TrainSession, complete: bool) -> dict[str, Any]:
         "images_per_s": s.clock.epoch_rate(), "epoch_time_s": s.clock.epoch_time_s,
         "elapsed_s": s.clock.elapsed_s,
     }
+    if s.target_std is not None:  # regression: RMSE (target units) and R^2 replace accuracy
+        row.update(train_top1=None, val_top1=None, val_top5=None,
+                   train_rmse=math.sqrt(row["train_loss"]) * s.target_std,
+                   val_rmse=val.rmse if val else None, val_r2=val.r2 if val else None)
+    return row
 
 
 def _should_stop(s: TrainSession, row: dict[str, Any]) -> bool:

@@ -10,7 +10,8 @@ import torch
 
 from resnetlab.engine import distributed
 
-__all__ = ["EvalResult", "ClassificationMeter", "StepRecorder", "StepStat", "smoothed_nll"]
+__all__ = ["EvalResult", "ClassificationMeter", "RegressionMeter", "StepRecorder", "StepStat",
+           "smoothed_nll"]
 
 
 @dataclass
@@ -19,15 +20,18 @@ class EvalResult:
 
     ``top1``/``top5`` are fractions in [0, 1] (top-5 uses ``min(5, num_classes)``);
     ``per_class[c]`` is the recall of class ``c`` (NaN when the split has no sample of it);
-    ``confusion[true][pred]`` counts samples.
+    ``confusion[true][pred]`` counts samples.  A regression result has ``top1``/``top5`` None,
+    no per-class rows, and ``rmse`` (target units) and ``r2`` instead.
     """
 
     loss: float
-    top1: float
-    top5: float
+    top1: float | None
+    top5: float | None
     per_class: list[float]
     confusion: list[list[int]]
     num_samples: int
+    rmse: float | None = None
+    r2: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,6 +104,40 @@ class ClassificationMeter:
                           confusion=conf.tolist(), num_samples=s["num_samples"])
 
 
+class RegressionMeter:
+    """Running sums for a standardised regression target: squared error, sum and sum of squares
+    of the target (for R^2 = 1 - SSE / SST), kept on ``device``.
+
+    ``target_std`` maps the RMSE back to target units (the loss stays in standardised units).
+    """
+
+    def __init__(self, target_std: float, device: torch.device):
+        self.target_std = target_std
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # SSE, sum y, sum y^2
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, target: torch.Tensor, loss_sum: torch.Tensor) -> None:
+        """Add one batch: predictions and targets (N,), summed squared error."""
+        y = target.double()
+        self.sums += torch.stack([loss_sum.detach().double(), y.sum(), (y * y).sum()])
+        self.count += len(target)
+
+    def all_reduce(self) -> None:
+        """Sum over processes (a no-op outside torchrun)."""
+        distributed.all_reduce_sum(self.sums)
+        count = torch.tensor([self.count], dtype=torch.int64, device=self.sums.device)
+        self.count = int(distributed.all_reduce_sum(count).item())
+
+    def result(self) -> EvalResult:
+        sse, total, squares = self.sums.tolist()
+        n = max(self.count, 1)
+        sst = squares - total * total / n  # around the split's own mean: R^2 0 = predicting it
+        return EvalResult(loss=sse / n, top1=None, top5=None, per_class=[], confusion=[],
+                          num_samples=self.count, rmse=math.sqrt(sse / n) * self.target_std,
+                          r2=1.0 - sse / sst if sst > 0 else math.nan)
+
+
 class StepStat(NamedTuple):
     """One training step as read back from the device: its number, images, loss, top-1 hits."""
 
@@ -129,7 +167,8 @@ class StepRecorder:
             self.loss = torch.cat([self.loss, torch.zeros_like(self.loss)])
             self.hits = torch.cat([self.hits, torch.zeros_like(self.hits)])
         self.loss[i] = loss.detach()
-        self.hits[i] = (logits.argmax(dim=1) == target).sum()
+        # a regression target (float) has no hits; its loss is the whole story
+        self.hits[i] = 0 if target.is_floating_point() else (logits.argmax(dim=1) == target).sum()
         self.pending.append((step, len(target)))
 
     def drain(self) -> list[StepStat]:

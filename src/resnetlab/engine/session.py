@@ -81,6 +81,8 @@ class TrainSession:
     extra_meta: dict[str, Any] = field(default_factory=dict)
     tta: Callable | None = None
     on_epoch_end: Callable[[dict[str, Any]], Any] | None = None
+    # regression: the standard deviation of the (standardised) target, for RMSE in its units
+    target_std: float | None = None
     state: TrainProgress = field(default_factory=TrainProgress)
     window: Window = field(default_factory=Window)
     clock: Clock = field(default_factory=Clock)
@@ -173,7 +175,8 @@ def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable 
                  progress: bool | None = None, **extra: Any) -> TrainSession:
     """Resolve the runtime and build the optimiser, schedule, EMA, guard and writers for ``cfg``.
 
-    ``extra``: ``extra_meta``, ``tta``, ``on_epoch_end`` (see :func:`~resnetlab.engine.fit`).
+    ``extra``: ``extra_meta``, ``tta``, ``on_epoch_end``, ``target_std`` (see
+    :func:`~resnetlab.engine.fit`).
     """
     tc, rt = cfg.train, prepare_runtime(cfg.train)
     per_epoch = steps_per_epoch(train_loader, rt.dist.world_size)
@@ -191,6 +194,8 @@ def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable 
         guard=NonFiniteGuard(model, optimizer, scaler, tc.max_nonfinite_steps, lr_fn),
         # the loop drains every log_every steps and at each epoch end
         recorder=StepRecorder(max(1, min(tc.log_every, per_epoch)), rt.device),
-        tracker=Tracker(pick_metric(tc, val_loader is not None), tc.early_stop_patience),
+        tracker=Tracker(pick_metric(tc, val_loader is not None,
+                                    regression=extra.get("target_std") is not None),
+                        tc.early_stop_patience),
         writer=MetricsWriter(run_dir, enabled=rt.dist.is_main),
         display=ProgressDisplay(progress, total, tc.epochs, enabled=rt.dist.is_main), **extra)

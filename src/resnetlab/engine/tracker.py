@@ -12,18 +12,27 @@ from resnetlab.utils.errors import ConfigError
 
 __all__ = ["METRICS", "Tracker", "pick_metric"]
 
+_ACCURACY = ("val_top1", "val_top5", "train_top1")
+_TRAIN_COUNTERPART = {"val_top5": "train_top1", "val_r2": "train_rmse"}
 
-def pick_metric(tc: TrainConfig, has_val: bool) -> str:
+
+def pick_metric(tc: TrainConfig, has_val: bool, regression: bool = False) -> str:
     """The column that picks the best checkpoint: ``early_stop_metric``, or its training
-    counterpart when there is no validation split (then early stopping is an error)."""
+    counterpart when there is no validation split (then early stopping is an error).
+
+    A regression run has no accuracy: an accuracy metric (the default ``val_top1``) becomes
+    ``val_rmse``, lower is better.
+    """
     name = tc.early_stop_metric
+    if regression and name in _ACCURACY:
+        name = "val_rmse"
     if name not in METRICS:
         raise ConfigError(f"--early-stop-metric {name!r}: choose one of {', '.join(METRICS)}")
     if name.startswith("val_") and not has_val:
         if tc.early_stop_patience:
             raise ConfigError(f"--early-stop needs a validation split to watch {name}; "
                               "set --val-size > 0 or --early-stop-metric train_loss")
-        name = name.replace("val_", "train_") if name != "val_top5" else "train_top1"
+        name = _TRAIN_COUNTERPART.get(name, name.replace("val_", "train_"))
     return name
 
 

@@ -11,6 +11,7 @@ same steps without measuring again (and on another machine takes as long as it t
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -45,6 +46,10 @@ def apply_time_budget(cfg: RunConfig, model: nn.Module, bundle: Any, *, spent_s:
     steps = int(distributed.broadcast_object(steps))  # every rank trains rank 0's plan
     if steps < MIN_STEPS:
         raise ConfigError(_too_short(tc.time_budget, steps, cal, spent_s))
+    if distributed.is_main():
+        print(f"time budget {format_duration(budget_s)}: one step {1000 * cal.step_s:.0f} ms, "
+              f"evaluation {1000 * cal.eval_image_s:.2f} ms/image, {spent_s:.0f} s spent so far "
+              f"-> {steps} steps ({steps / per_epoch:.1f} epochs)", file=sys.stderr, flush=True)
     train = replace(tc, steps=steps, epochs=math.ceil(steps / per_epoch))
     return replace(cfg, train=train)
 

@@ -31,7 +31,7 @@ from resnetlab.checkpoint import resolve_checkpoint_dir
 from resnetlab.engine.config import RunConfig, validate
 from resnetlab.engine.rundir import default_run_name, lock_run_dir
 from resnetlab.models import list_models
-from resnetlab.run.compare_results import FAMILIES, member_record, write_artefacts
+from resnetlab.run.compare_results import DENSE_MODELS, FAMILIES, member_record, write_artefacts
 from resnetlab.run.experiment import TEST_ON, Run, resume, train
 from resnetlab.utils.errors import ConfigError
 
@@ -53,6 +53,8 @@ class ComparePlan:
     train_sizes: list[int | None] = field(default_factory=lambda: [None])
     families: list[str] = field(default_factory=lambda: list(FAMILIES))
     test_on: str = "best"
+    # the dense-block sweep (tables): a depth is num_blocks of mlp_resnet / its twin plain_mlp
+    dense: bool = False
 
     def count(self) -> int:
         """How many member runs the plan holds."""
@@ -67,6 +69,9 @@ class ComparePlan:
                     for family in self.families:
                         cfg = RunConfig.from_dict(base.to_dict())
                         cfg.model.name, cfg.train.seed = f"{family}{depth}", seed
+                        if self.dense:
+                            cfg.model.name = DENSE_MODELS[family]
+                            cfg.model.kwargs = {**cfg.model.kwargs, "num_blocks": depth}
                         cfg.data.train_size = size
                         cfg.runs_dir = str(runs_dir)
                         cfg.name = f"{family}{depth}-s{seed}" + (f"-n{size}" if size else "")
@@ -90,6 +95,10 @@ def _check_plan(plan: ComparePlan) -> None:
     if not plan.depths:
         raise ConfigError("--depths: give at least one depth, e.g. --depths 20,56")
     for depth in plan.depths:
+        if plan.dense:
+            if depth < 1:
+                raise ConfigError(f"--blocks {depth}: block counts must be at least 1")
+            continue
         missing = [f"{f}{depth}" for f in plan.families if f"{f}{depth}" not in known]
         if missing:
             raise ConfigError(f"--depths {depth}: no {', '.join(missing)} in the registry (CIFAR "
@@ -106,8 +115,11 @@ def _check_plan(plan: ComparePlan) -> None:
 def compare(base: RunConfig, depths: list[int], *, seeds: int | list[int] = 1,
             train_sizes: list[int | None] | None = None, name: str | None = None,
             test_on: str = "best", progress: bool | None = None,
-            world_size: int = 1) -> Comparison:
+            world_size: int = 1, dense: bool = False) -> Comparison:
     """Train plain and residual nets at ``depths`` with the recipe ``base``; write the report.
+
+    ``dense=True`` is the dense-block sweep for tables: ``depths`` are ``num_blocks`` of
+    ``mlp_resnet`` and its plain twin ``plain_mlp`` (other model arguments from ``base``).
 
     ``world_size`` > 1 trains each member data-parallel on that many local processes (see
     :func:`resnetlab.run.train`), so a comparison can use every core of a bigger machine.
@@ -120,7 +132,7 @@ def compare(base: RunConfig, depths: list[int], *, seeds: int | list[int] = 1,
     validate(base)
     seed_list = list(range(base.train.seed, base.train.seed + seeds)) if isinstance(seeds, int) else list(seeds)
     sizes = list(train_sizes or [base.data.train_size])  # default: the recipe's own
-    plan = ComparePlan(list(depths), seed_list, sizes, test_on=test_on)
+    plan = ComparePlan(list(depths), seed_list, sizes, test_on=test_on, dense=dense)
     _check_plan(plan)
     out_dir = Path(base.runs_dir) / (name or default_run_name("compare", base.data.name))
     if out_dir.exists():

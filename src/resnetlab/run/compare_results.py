@@ -26,6 +26,8 @@ __all__ = ["FAMILIES", "member_record", "summary_rows", "degradation_findings", 
            "size_findings", "mean_curves", "write_artefacts"]
 
 FAMILIES = ("plain", "resnet")  # registry prefixes: plain20 is resnet20 without its skips
+# the dense-block sweep: family -> model, whose depth is its num_blocks argument
+DENSE_MODELS = {"plain": "plain_mlp", "resnet": "mlp_resnet"}
 COLUMNS = ["train images", "depth", "family", "params", "final train error", "best val error",
            "test error", "time (s)", "seeds"]
 
@@ -33,7 +35,7 @@ COLUMNS = ["train images", "depth", "family", "params", "final train error", "be
 def member_record(run: Any) -> dict[str, Any]:
     """The numbers of one finished member run (a :class:`~resnetlab.run.Run`)."""
     cfg, res = run.config, run.results or {}
-    family = next(f for f in FAMILIES if cfg.model.name.startswith(f))
+    family, depth = _family_depth(cfg)
     # one row per epoch: a member killed between its epoch row and its checkpoint repeats the
     # epoch on resume, and the repeat is what the final weights saw
     by_epoch = {r["epoch"]: r for r in read_metrics(run.run_dir / "metrics.csv") if _finite(r.get("epoch"))}
@@ -42,7 +44,7 @@ def member_record(run: Any) -> dict[str, Any]:
     val = [1 - r["val_top1"] for r in rows if _finite(r.get("val_top1"))]
     return {
         "name": run.run_dir.name, "run_dir": str(run.run_dir), "family": family,
-        "depth": int(cfg.model.name[len(family):]), "seed": cfg.train.seed,
+        "depth": depth, "seed": cfg.train.seed,
         "train_size": cfg.data.train_size, "params": _params(run),
         "final_train_err": err[-1] if err else math.nan,
         "final_val_err": val[-1] if val else math.nan,
@@ -52,6 +54,15 @@ def member_record(run: Any) -> dict[str, Any]:
         "curve": {"epoch": [r["epoch"] for r in rows], "train_err": err,
                   "val_err": [1 - r["val_top1"] if _finite(r.get("val_top1")) else math.nan for r in rows]},
     }
+
+
+def _family_depth(cfg: Any) -> tuple[str, int]:
+    """``resnet20`` -> ``("resnet", 20)``; ``plain_mlp`` with 8 blocks -> ``("plain", 8)``."""
+    dense = {model: family for family, model in DENSE_MODELS.items()}
+    if cfg.model.name in dense:
+        return dense[cfg.model.name], int(cfg.model.kwargs["num_blocks"])
+    family = next(f for f in FAMILIES if cfg.model.name.startswith(f))
+    return family, int(cfg.model.name[len(family):])
 
 
 def _finite(x: Any) -> bool:

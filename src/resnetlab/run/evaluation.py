@@ -18,7 +18,7 @@ import torch
 
 from resnetlab.data import BatchLoader, flip_tta
 from resnetlab.data.bundle import RunSide
-from resnetlab.data.tables import build_table_with_schema
+from resnetlab.data.tables import build_table_with_schema, regression_std
 from resnetlab.deploy import LoadedModel, load_model
 from resnetlab.engine import evaluate as engine_evaluate
 from resnetlab.engine.config import DataConfig, RunConfig
@@ -51,6 +51,8 @@ class EvalReport:
     confusion: list[list[int]]
     dropped_unknown: int = 0
     unknown_classes: list[str] = field(default_factory=list)
+    rmse: float | None = None  # a regression table: RMSE in target units and R^2, no top-1
+    r2: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -174,7 +176,8 @@ def evaluate(source: Any, data: str | None = None, split: str = "test", tta: boo
     result = engine_evaluate(
         loaded.model.to(dev), tracked(relabelled or batches, f"eval {split}", progress),
         device=dev, dtype=resolve_dtype(precision, dev), num_classes=len(net_classes),
-        tta=flip_tta if tta and len(bundle.input_shape) == 3 else None, channels_last=True)
+        tta=flip_tta if tta and len(bundle.input_shape) == 3 else None, channels_last=True,
+        target_std=regression_std(loaded.data_meta or {}))
     if result.num_samples == 0:
         raise ConfigError(f"--data {bundle.meta['name']} --split {split}: no samples of a class "
                           "the network knows")
@@ -195,6 +198,12 @@ def _net_outputs(loaded: LoadedModel, bundle: Any) -> int:
 
 def _report(loaded: LoadedModel, bundle: Any, split: str, tta: bool, result: Any,
             classes: list[str]) -> EvalReport:
+    if result.rmse is not None:
+        return EvalReport(
+            source=str(loaded.source), model=loaded.build_args["name"], data=bundle.meta["name"],
+            split=split, tta=tta, loss=result.loss, top1=None, top5=None,
+            num_samples=result.num_samples, classes=classes, per_class={}, confusion=[],
+            rmse=result.rmse, r2=result.r2)
     counts = [sum(row) for row in result.confusion]
     per_class = {c: (acc if n else None) for c, acc, n in zip(classes, result.per_class, counts, strict=True)}
     return EvalReport(

@@ -13,6 +13,7 @@ from torch import nn
 from resnetlab.analysis import plot_confusion, plot_curves
 from resnetlab.checkpoint import load_checkpoint
 from resnetlab.data import flip_tta
+from resnetlab.data.tables import regression_std
 from resnetlab.engine import evaluate
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.logging import tracked
@@ -34,11 +35,14 @@ def final_results(model: nn.Module, bundle: Any, cfg: RunConfig, fitted: FitResu
     dtype = resolve_dtype(cfg.train.precision, device)
     result = evaluate(model, tracked(loader, f"final {split} evaluation", progress), device=device,
                       dtype=dtype, num_classes=bundle.num_classes, tta=tta,
-                      channels_last=cfg.train.channels_last)
+                      channels_last=cfg.train.channels_last, target_std=regression_std(bundle.meta))
     last = fitted.history[-1] if fitted.history else {}
     row = ckpt.meta.get("metrics") or last  # the epoch these weights come from
     table = bundle.meta.get("kind") == "table"
-    return {
+    regression = ({"task": "regression", "rmse": result.rmse, "r2": result.r2,
+                   "val_rmse": row.get("val_rmse"), "val_r2": row.get("val_r2")}
+                  if result.rmse is not None else {})
+    return {**regression,
         "split": split, "checkpoint": str(path), "weights": ckpt.meta.get("weights", "model"),
         "checkpoint_epoch": ckpt.meta.get("epoch"), "tta": tta is not None,
         "loss": result.loss, "top1": result.top1, "top5": result.top5,
@@ -90,6 +94,8 @@ def write_outputs(run_dir: Path, results: dict[str, Any], classes: list[str]) ->
     (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     if (run_dir / "metrics.csv").is_file():
         plot_curves(run_dir / "metrics.csv", run_dir / "curves.png", title=run_dir.name)
+    if results.get("task") == "regression":  # no classes, so no confusion matrix
+        return
     title = (f"{results['split']} top-1 {100 * results['top1']:.2f}% "
              f"({Path(results['checkpoint']).name} checkpoint{', flip TTA' if results['tta'] else ''})")
     plot_confusion(results["confusion"], classes, run_dir / "confusion.png", title=title)
