@@ -29,7 +29,7 @@ def test_dense_block_sweep_runs_mlp_resnet_and_its_plain_twin(tmp_path, capsys):
                          "--runs-dir", tmp_path / "runs", "--name", "sweep")
     assert code == 0, err
     result = json.loads((tmp_path / "runs" / "sweep" / "comparison.json").read_text())
-    got = {(r["family"], r["depth"]) for r in result["rows"]}
+    got = {(m["family"], m["depth"]) for m in result["members"]}
     assert got == {("plain", 1), ("resnet", 1), ("plain", 3), ("resnet", 3)}
     for family, model in (("plain", "plain_mlp"), ("resnet", "mlp_resnet")):
         cfg = (tmp_path / "runs" / "sweep" / "runs" / f"{family}3-s0" / "config.yaml").read_text()

@@ -42,6 +42,11 @@ def command(
         source, data, split, tta, device=device, precision=precision, data_dir=data_dir,
         batch_size=batch_size, ignore_unknown_classes=ignore_unknown_classes, model=model,
         num_classes=num_classes, in_chans=in_chans, model_kwargs=parse_set(set_, typed=True))
+    if confusion is not None and report.rmse is not None:
+        from resnetlab.utils.errors import ConfigError
+
+        raise ConfigError(f"--confusion {confusion}: {source} is a regression (no classes); "
+                          "drop --confusion")
     if confusion is not None:
         from resnetlab.analysis import plot_confusion
 
