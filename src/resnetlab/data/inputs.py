@@ -15,16 +15,18 @@ from resnetlab.data.readers.table import read_csv
 from resnetlab.data.tables import TableSchema
 from resnetlab.utils.errors import ConfigError, DataError
 
-__all__ = ["preprocess_inputs"]
+__all__ = ["expand_inputs", "preprocess_inputs"]
 
 
-def _expand(paths: list[str | Path], suffixes: tuple[str, ...]) -> list[Path]:
-    """Files as given, folders expanded recursively to their files with ``suffixes``."""
+def expand_inputs(paths, suffixes: tuple[str, ...]) -> list[Path]:
+    """Files as given, folders expanded recursively (sorted) to their files with ``suffixes``;
+    hidden files (macOS ``._x.png`` forks) are left out.  One DataError names a bad path."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             found = (image_files(p) if suffixes == IMAGE_EXTENSIONS
-                     else sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes))
+                     else sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes
+                                 and not f.name.startswith(".") and f.is_file()))
             if not found:
                 raise DataError(f"{p}: no {'/'.join(suffixes)} files in this folder")
             files += found
@@ -38,7 +40,7 @@ def _expand(paths: list[str | Path], suffixes: tuple[str, ...]) -> list[Path]:
 
 
 def _images(paths: list[str | Path], meta: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
-    files = _expand(paths, IMAGE_EXTENSIONS)
+    files = expand_inputs(paths, IMAGE_EXTENSIONS)
     chans, size = int(meta["in_chans"]), tuple(meta["image_size"])
     x = torch.from_numpy(np.stack([decode_image(f, chans, size) for f in files]))
     return Normalize(meta["mean"], meta["std"])(x), [str(f) for f in files]
@@ -47,7 +49,7 @@ def _images(paths: list[str | Path], meta: dict[str, Any]) -> tuple[torch.Tensor
 def _rows(paths: list[str | Path], meta: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
     schema = TableSchema.from_meta(meta["table"])
     parts, labels = [], []
-    for f in _expand(paths, (".csv", ".tsv", ".txt")):
+    for f in expand_inputs(paths, (".csv", ".tsv", ".txt")):
         table = read_csv(f)
         parts.append(schema.features(table))
         labels += [f"{f}:row {line}" for line in table.lines]

@@ -319,22 +319,10 @@ _TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
 
 def list_inputs(inputs: Sequence[str | os.PathLike], meta: dict[str, Any]) -> list[Path]:
     """Files as given, folders expanded (recursively, sorted, hidden files left out)."""
+    from resnetlab.data.inputs import expand_inputs
+
     suffixes = _TABLE_SUFFIXES if meta.get("kind") == "table" else _IMAGE_SUFFIXES
-    files: list[Path] = []
-    for p in map(Path, inputs):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes
-                           and not f.name.startswith(".") and f.is_file())
-            if not found:
-                raise DataError(f"{p}: no {'/'.join(suffixes)} files in this folder")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DataError(f"{p}: no such file or folder")
-    if not files:
-        raise DataError("no input files given")
-    return files
+    return expand_inputs(inputs, suffixes)
 
 
 def image_channels(path: Path) -> int | None:
