@@ -114,3 +114,12 @@ def test_bad_tables_are_one_line(trained, files, tmp_path, capsys):
     code, _, err = cli(capsys, "train", "--model", "mlp_resnet", "--data", f"csv:{empty}",
                        "--target", "label", "--runs-dir", tmp_path / "r")
     assert code == 2 and "empty data set" in one_line_error(err)
+
+
+def test_an_explicit_image_augment_for_a_table_is_one_line(files, tmp_path, capsys):
+    """The recipe's flip is dropped silently for tables, but a typed --augment is refused."""
+    code, _, err = cli(capsys, "train", "--model", "mlp_resnet", "--data", f"csv:{files[0]}",
+                       "--target", "label", "--augment", "flip", "--runs-dir", tmp_path / "runs")
+    assert code == 2
+    assert "--augment flip" in one_line_error(err) and "table" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

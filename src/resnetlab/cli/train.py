@@ -144,7 +144,17 @@ def flag_overrides(params: dict[str, Any], set_items: list[str] | None) -> dict[
             out.setdefault(f"schedule.{other}", 0.0)
     if "train.time_budget" in out:  # a budget given now is planned now, not a saved config's steps
         out.setdefault("train.steps", None)
+    _refuse_image_augment_for_tables(out)
     return out
+
+
+def _refuse_image_augment_for_tables(out: dict[str, Any]) -> None:
+    """A recipe's image augmentation is dropped for tables by the data layer; an ``--augment``
+    the user typed for a table is a mistake worth saying (the data layer cannot tell the two)."""
+    augment, data = out.get("data.augment"), str(out.get("data.name", ""))
+    if data.startswith("csv:") and augment not in (None, "none", "auto", "default"):
+        raise ConfigError(f"--augment {augment}: --data {data} is a table; image augmentation "
+                          "does not apply to rows (drop --augment)")
 
 
 def _model_label(cfg) -> str:
