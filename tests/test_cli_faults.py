@@ -14,20 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import TINY as TINY_RUN
+from helpers import needs_fmnist
 from resnetlab import checkpoint
 from resnetlab.checkpoint import load_checkpoint
 from resnetlab.cli.app import main
 from resnetlab.engine.rundir import LOCK_FILE, lock_run_dir
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-needs_fmnist = pytest.mark.skipif(
-    not (FMNIST / "train-images-idx3-ubyte.gz").is_file(),
-    reason="Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
+TINY = [*TINY_RUN, "--no-tta"]  # no flip TTA in the final evaluation: faster
 
-# The tiny MLP-ResNet of test_cli_train.py: a run takes seconds on two shared cores.
-TINY = ["--model", "mlp_resnet", "--width-mult", "0.0625", "--set", "num_blocks=2",
-        "--train-size", "512", "--val-size", "256", "--batch-size", "64", "--device", "cpu",
-        "--no-download", "--no-progress", "--no-tta"]
 
 
 def cli(capsys, *argv) -> tuple[int, str]:

@@ -12,20 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import cli, one_line_error
+from helpers import FMNIST, TINY, cli, needs_fmnist, one_line_error
 from resnetlab.cli.app import main
-
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-needs_fmnist = pytest.mark.skipif(
-    not (FMNIST / "train-images-idx3-ubyte.gz").is_file(),
-    reason="Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
-
-# A network small enough that a run (including the 10k-image test evaluation) takes seconds on
-# two shared cores: the MLP-ResNet at 1/16 width (64 units, 32 in the bottleneck) with two
-# blocks, on 512 training images.  The conv path is covered by test_resume_sigkill.py.
-TINY = ["--model", "mlp_resnet", "--width-mult", "0.0625", "--set", "num_blocks=2",
-        "--train-size", "512", "--val-size", "256", "--batch-size", "64", "--device", "cpu",
-        "--no-download", "--no-progress"]
 
 
 def steps_losses(run_dir: Path) -> list[float]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, one_line_error
+from helpers import cli, needs_chromium, one_line_error, render_in_chromium
 from resnetlab import run
 from resnetlab.checkpoint import read_meta, resolve_checkpoint_dir
 from resnetlab.run.compare_results import degradation_findings, size_findings
@@ -185,33 +184,10 @@ def test_killed_comparison_continues(folder, tmp_path, capsys, where):
     assert not (tmp_path / "c" / ".lock").exists()
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-headless-shell")
-DRIVER = shutil.which("chromedriver")
-
-
-@pytest.mark.skipif(not (CHROMIUM and DRIVER),
-                    reason="needs Debian's chromium and chromium-driver (`make test` installs them)")
+@needs_chromium
 def test_comparison_report_renders_in_headless_chromium(tiny, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (pip extra 'analysis')")
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-
     result, _ = tiny
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    try:
-        driver.get(result.files["html"].resolve().as_uri())
-        widths = driver.execute_script(
-            "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1)")
-        text = driver.find_element(By.TAG_NAME, "body").text
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-    finally:
-        driver.quit()
+    widths, text, errors = render_in_chromium(result.files["html"], tmp_path / "profile")
     assert errors == []
     assert len(widths) == 3 and all(w > 0 for w in widths), widths
     assert result.findings[0] in text and result.rows[0]["final train error"] in text

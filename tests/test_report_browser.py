@@ -2,12 +2,12 @@
 selenium): no console errors, every image decodes, the key numbers are in the rendered text."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import needs_chromium, render_in_chromium
 from resnetlab.analysis import plot_confusion, plot_curves
 from resnetlab.analysis.lesion import lesion_study
 from resnetlab.analysis.plots import plot_lesions
@@ -15,9 +15,6 @@ from resnetlab.analysis.report import run_sections, write_report
 from resnetlab.analysis.studies import run_gradflow
 from resnetlab.models import create_model
 from resnetlab.utils.errors import DataError
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-headless-shell")
-DRIVER = shutil.which("chromedriver")
 
 
 def _run_dir(root: Path) -> Path:
@@ -58,29 +55,10 @@ def test_report_sections_and_self_contained_file(tmp_path):
         run_sections(tmp_path)
 
 
-@pytest.mark.skipif(not (CHROMIUM and DRIVER),
-                    reason="needs Debian's chromium and chromium-driver (`make test` installs them)")
+@needs_chromium
 def test_report_renders_in_headless_chromium(tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (pip extra 'analysis')")
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-
     report = write_report(_run_dir(tmp_path))
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    try:
-        driver.get(report.resolve().as_uri())
-        widths = driver.execute_script(
-            "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1)")
-        text = driver.find_element(By.TAG_NAME, "body").text
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-    finally:
-        driver.quit()
+    widths, text, errors = render_in_chromium(report, tmp_path / "profile")
     assert errors == []
     assert len(widths) == 4 and all(w > 0 for w in widths), widths
     for needle in ("93.33%", "99.87%", "87.40%", "early layers of plain20 receive",
