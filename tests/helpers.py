@@ -86,3 +86,16 @@ needs_fmnist = pytest.mark.skipif(
 TINY = ["--model", "mlp_resnet", "--width-mult", "0.0625", "--set", "num_blocks=2",
         "--train-size", "512", "--val-size", "256", "--batch-size", "64", "--device", "cpu",
         "--no-download", "--no-progress"]
+
+
+class Exploit:
+    """A pickle payload that runs ``touch MARKER`` when unpickled: loaders must refuse it, and the
+    marker file must never appear."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))

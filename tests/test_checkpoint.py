@@ -11,6 +11,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from helpers import Exploit
 from resnetlab import checkpoint
 from resnetlab.checkpoint import load_checkpoint, save_checkpoint
 from resnetlab.engine import OptimConfig, build_optimizer
@@ -147,21 +148,13 @@ def test_torch_files_load_weights_only(tmp_path, wrap):
     assert ck.train_state is None and ck.meta == {}
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
-        pickle.dump({"state_dict": _Exploit(marker)}, f)
-    torch.save({"w": torch.zeros(1), "x": _Exploit(marker)}, tmp_path / "evil2.pt")
+        pickle.dump({"state_dict": Exploit(marker)}, f)
+    torch.save({"w": torch.zeros(1), "x": Exploit(marker)}, tmp_path / "evil2.pt")
     for p in (path, tmp_path / "evil2.pt"):
         with pytest.raises(DataError, match="refused or unreadable") as info:
             load_checkpoint(p)

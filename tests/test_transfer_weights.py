@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 
 import pytest
@@ -14,6 +13,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import resnetlab
+from helpers import Exploit
 from resnetlab.transfer import (
     convert_weights,
     detect_layout,
@@ -200,21 +200,13 @@ def test_another_architecture_is_one_line_naming_keys_and_shapes(tmp_path):
     assert "layer1.0.conv1.weight has shape (64, 64, 3, 3) in the file but (64, 64, 1, 1)" in message
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_code_running_pickle_is_refused_without_torch_advice(tmp_path, capsys):
     marker = tmp_path / "pwned"
     state = resnetlab.create_model("resnet20").state_dict()
-    torch.save({"state_dict": state, "hook": _Exploit(marker)}, tmp_path / "evil.pth")
+    torch.save({"state_dict": state, "hook": Exploit(marker)}, tmp_path / "evil.pth")
     with open(tmp_path / "evil_raw.pth", "wb") as f:  # a bare pickle, torch's legacy framing
-        pickle.dump({"state_dict": _Exploit(marker)}, f, protocol=2)
+        pickle.dump({"state_dict": Exploit(marker)}, f, protocol=2)
     for file in ("evil.pth", "evil_raw.pth"):
         with pytest.raises(DataError) as info:
             load_pretrained(tmp_path / file, "resnet20")
