@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -42,6 +41,7 @@ from resnetlab.deploy import fold_bn
 from resnetlab.deploy.export import export_model
 from resnetlab.deploy.onnx import OnnxBackend, export_onnx
 from resnetlab.deploy.quantize import quantize_int8
+from resnetlab.utils.device import cpu_model
 
 
 def parse_args() -> argparse.Namespace:
@@ -53,16 +53,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-resnet50", action="store_true")
     p.add_argument("--skip-int8", action="store_true")
     return p.parse_args()
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def time_it(fn, x: torch.Tensor, seconds: float) -> float:
@@ -166,7 +156,7 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     isa = {k: os.environ[k] for k in ("DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if k in os.environ}
-    print(f"CPU: {cpu_name()} ({os.cpu_count()} logical CPUs), torch {torch.__version__}, "
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs), torch {torch.__version__}, "
           f"capability {torch.backends.cpu.get_cpu_capability()} {isa or ''}")
     import onnxruntime
 

@@ -18,7 +18,7 @@ from resnetlab.engine import evaluate
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.logging import tracked
 from resnetlab.engine.loop import FitResult
-from resnetlab.utils.device import resolve_dtype
+from resnetlab.utils.device import cpu_model, resolve_dtype
 
 __all__ = ["final_results", "write_outputs", "environment", "training_rate"]
 
@@ -76,17 +76,7 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {"device": str(device), "dtype": str(dtype).removeprefix("torch."),
             "torch": torch.__version__, "python": platform.python_version(),
-            "cpu": _cpu_model(), "gpu": gpu, "threads": torch.get_num_threads()}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass  # not Linux: platform's answer is the best there is
-    return platform.processor() or platform.machine()
+            "cpu": cpu_model(), "gpu": gpu, "threads": torch.get_num_threads()}
 
 
 def write_outputs(run_dir: Path, results: dict[str, Any], classes: list[str]) -> None:

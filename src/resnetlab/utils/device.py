@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import platform
+from pathlib import Path
 
 import torch
 
@@ -86,3 +88,15 @@ def autocast(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (``AMD EPYC ...``), recorded beside every timing because a number
+    measured on one CPU class (AMX, AVX2) says nothing about another."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass  # not Linux: platform's answer is the best there is
+    return platform.processor() or platform.machine()
