@@ -9,7 +9,6 @@ and kept only when its test accuracy drops by at most ``max_drop`` points.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from torch import nn
 from resnetlab.checkpoint import WEIGHTS, resolve_checkpoint_dir
 from resnetlab.deploy.predictor import LoadedModel, load_model
 from resnetlab.utils.errors import ConfigError, DataError, UserError
+from resnetlab.utils.files import file_sha256
 
 __all__ = ["FORMATS", "ExportResult", "VerificationError", "export_model", "verify",
            "verified_export", "auto_export", "real_batches", "data_meta_for"]
@@ -130,11 +130,7 @@ def _fingerprint(source: Path) -> str | None:
     weights = ckpt / WEIGHTS if ckpt is not None else source
     if not weights.is_file():
         return None
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(weights)
 
 
 def verified_export(run: Path) -> Path | None:

@@ -17,7 +17,6 @@ it; torch's own advice (a full unpickle) is never passed on.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from torch import nn
 
 from resnetlab.layers.shortcut import ZeroPadShortcut
 from resnetlab.utils.errors import DataError
+from resnetlab.utils.files import file_sha256
 
 __all__ = ["WeightsFile", "read_weights", "read_state_dict", "detect_layout", "check_fit",
            "load_weights", "file_sha256"]
@@ -234,12 +234,3 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True,
     check_fit(weights.path, expected, state, strict)
     model.load_state_dict(state, strict=False)
     return sorted(set(own) - set(state))
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
