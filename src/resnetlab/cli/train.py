@@ -16,7 +16,7 @@ import typer
 from resnetlab.utils.errors import ConfigError
 
 # Flags whose text becomes a list of numbers.
-_LISTS = ("milestones", "betas")
+_LISTS = ("milestones", "betas", "progressive_sizes")
 
 M, D, OPT, S, T, R = "Model", "Data", "Optimiser", "Schedule", "Training", "Run"
 Opt = typer.Option
@@ -50,6 +50,7 @@ def command(
     allow_single_class: Annotated[bool | None, Opt("--allow-single-class", help="Train even when the data has one class (otherwise an error).", rich_help_panel=D)] = None,
     val_dir: Annotated[str | None, Opt(help="Separate validation folder for folder: data.", rich_help_panel=D)] = None,
     image_size: Annotated[int | None, Opt(help="Resize folder images to this size.", rich_help_panel=D)] = None,
+    progressive_sizes: Annotated[str | None, Opt(help="Progressive resizing: equal phases of training at these image sizes, e.g. 20,24,28 (evaluation at full size).", rich_help_panel=D)] = None,
     on_bad_image: Annotated[str | None, Opt(help="error or skip unreadable images.", rich_help_panel=D)] = None,
     cache_dir: Annotated[str | None, Opt(help="Cache decoded folder images here.", rich_help_panel=D)] = None,
     download: Annotated[bool | None, Opt("--download/--no-download", help="Download named data sets when missing.", rich_help_panel=D)] = None,
@@ -134,7 +135,9 @@ def flag_overrides(params: dict[str, Any], set_items: list[str] | None) -> dict[
 
     keys = {flag[2:].replace("-", "_"): key for key, flag in FLAGS.items()}  # param -> key
     for name in _LISTS:
-        params[name] = parse_number_list(params.get(name), f"--{name}")
+        params[name] = parse_number_list(params.get(name), f"--{name.replace('_', '-')}")
+    if params.get("progressive_sizes"):  # pixels: 20 stays an int in config.yaml
+        params["progressive_sizes"] = _pixel_sizes(params["progressive_sizes"])
     out = {keys[k]: v for k, v in params.items() if k in keys and v is not None}
     for key, value in parse_set(set_items).items():
         out[key if "." in key else f"model.kwargs.{key}"] = value
@@ -146,6 +149,13 @@ def flag_overrides(params: dict[str, Any], set_items: list[str] | None) -> dict[
         out.setdefault("train.steps", None)
     _refuse_image_augment_for_tables(out)
     return out
+
+
+def _pixel_sizes(sizes: list[float]) -> list[int]:
+    if not all(v.is_integer() for v in sizes):
+        shown = ",".join(f"{v:g}" for v in sizes)
+        raise ConfigError(f"--progressive-sizes {shown}: must be whole pixel sizes >= 4, e.g. 20,24,28")
+    return [int(v) for v in sizes]
 
 
 def _refuse_image_augment_for_tables(out: dict[str, Any]) -> None:
@@ -209,6 +219,9 @@ def print_summary(result) -> None:
              (f"{unit} (training)", f"{rate:,.0f}" if rate else "-"),
              ("device", f"{res['environment']['device']} ({res['environment']['dtype']})"),
              ("run directory", str(run_dir))]
+    if cfg.data.progressive_sizes:
+        rows.insert(3, ("input sizes", " -> ".join(f"{n} px" for n in cfg.data.progressive_sizes)
+                        + " (equal phases; evaluated at full size)"))
     budget = budget_label(cfg, res["steps"], res["epochs"])
     if budget:
         rows.insert(3, ("time budget", budget))

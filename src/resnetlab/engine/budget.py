@@ -23,6 +23,7 @@ from torch import nn
 
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.loop import train_step
+from resnetlab.engine.schedules import resize_batch
 from resnetlab.engine.runtime import global_flags, restore_flags, to_device
 from resnetlab.engine.session import epoch_batches, open_session
 from resnetlab.utils.device import autocast
@@ -59,26 +60,38 @@ def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor
         with tempfile.TemporaryDirectory() as tmp:
             s = open_session(scratch, train_loader, None, cfg, Path(tmp), num_classes=1,
                              progress=False)
-            step_s, warmup_s = _time_steps(s, steps, warmup)
+            step_s, startup_s = _time_schedule(s, cfg.data.progressive_sizes, steps, warmup)
             image_s = _time_eval(s, eval_batch) if eval_batch is not None else 0.0
     finally:
         restore_flags(flags)
-    return Calibration(step_s, image_s, steps, time.perf_counter() - began,
-                       max(warmup_s - warmup * step_s, 0.0))
+    return Calibration(step_s, image_s, steps, time.perf_counter() - began, startup_s)
 
 
-def _time_steps(s, steps: int, warmup: int) -> tuple[float, float]:
+def _time_schedule(s, sizes: list[int], steps: int, warmup: int) -> tuple[float, float]:
+    """Seconds per step averaged over a progressive-resizing schedule (each distinct size timed
+    on its own, weighted by its share of the phases), and the warm-ups' extra seconds."""
+    if not sizes:
+        return _time_steps(s, steps, warmup, None)
+    timed = {size: _time_steps(s, steps, warmup, size) for size in sorted(set(sizes))}
+    step_s = sum(timed[size][0] for size in sizes) / len(sizes)
+    return step_s, sum(extra for _, extra in timed.values())
+
+
+def _time_steps(s, steps: int, warmup: int, size: int | None) -> tuple[float, float]:
     """Seconds per step over ``steps`` steps after ``warmup`` (small data sets wrap around),
-    and seconds of the warm-up steps."""
+    at input ``size`` (None: the data's own), and what the warm-up steps took beyond as many
+    timed steps (the first steps at a size create its oneDNN primitives)."""
     first = start = time.perf_counter()
     for i, (x, y) in enumerate(_batches(s.train_loader, warmup + steps)):
         if i == warmup:
             s.recorder.drain()  # one host sync: the warm-up steps have finished
             start = time.perf_counter()
-        train_step(s, to_device(x, s.rt), y.to(s.rt.device, non_blocking=True))
+        x = resize_batch(to_device(x, s.rt), size)
+        train_step(s, x, y.to(s.rt.device, non_blocking=True))
         s.state.step += 1
     s.recorder.drain()
-    return (time.perf_counter() - start) / steps, start - first
+    step_s = (time.perf_counter() - start) / steps
+    return step_s, max(start - first - warmup * step_s, 0.0)
 
 
 def _batches(loader: Iterable, n: int) -> Iterator:

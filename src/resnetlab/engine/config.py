@@ -57,6 +57,11 @@ class DataConfig:
     target: str | None = None
     val_dir: str | None = None
     image_size: int | tuple[int, int] | None = None
+    # Progressive resizing: training is split into len(progressive_sizes) equal phases of
+    # optimiser steps, and phase k trains on images whose longer side is resized (bilinear,
+    # antialiased) to progressive_sizes[k], e.g. [20, 20, 24, 28]: early epochs cost half.
+    # Validation and test always see the full size.  Empty: every step at the full size.
+    progressive_sizes: list[int] = field(default_factory=list)
     on_bad_image: str = "error"
     cache_dir: str | None = None
     download: bool = True
@@ -237,6 +242,7 @@ FLAGS: dict[str, str] = {
     "data.eval_batch_size": "--eval-batch-size", "data.val_size": "--val-size",
     "data.train_size": "--train-size", "data.augment": "--augment", "data.target": "--target",
     "data.val_dir": "--val-dir", "data.image_size": "--image-size",
+    "data.progressive_sizes": "--progressive-sizes",
     "data.on_bad_image": "--on-bad-image", "data.cache_dir": "--cache-dir",
     "data.download": "--download", "data.allow_single_class": "--allow-single-class",
     "data.task": "--task",
@@ -319,6 +325,8 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.train_size": (_COUNT, "at least 1"),
     "data.val_size": (lambda v: (isinstance(v, int) and v >= 0) or 0 < v < 1,
                       "a count >= 0 or a fraction in (0, 1), e.g. 500 or 0.1"),
+    "data.progressive_sizes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 4,
+                               "whole pixel sizes >= 4, e.g. 20,24,28"),
     "data.on_bad_image": (lambda v: v in ("error", "skip"), "error or skip"),
     "data.task": (lambda v: v in ("classification", "regression"), "classification or regression"),
     "finetune.bn": (lambda v: v in ("train", "frozen"), "train or frozen"),

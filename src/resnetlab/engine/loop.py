@@ -31,6 +31,7 @@ from resnetlab.engine.runtime import (
     restore_flags,
     to_device,
 )
+from resnetlab.engine.schedules import resize_batch
 from resnetlab.engine.session import TrainSession, epoch_batches, open_session, steps_per_epoch
 from resnetlab.engine.tracker import pick_metric
 from resnetlab.utils.device import autocast
@@ -172,7 +173,8 @@ def train_epoch(s: TrainSession) -> dict[str, Any]:
     batches = epoch_batches(s.train_loader, st.epoch, st.batch, s.steps_per_epoch,
                             s.rt.dist.rank, s.rt.dist.world_size)
     for x, y in batches:
-        train_step(s, to_device(x, s.rt), y.to(s.rt.device, non_blocking=True))
+        x = resize_batch(to_device(x, s.rt), s.input_size(st.step))
+        train_step(s, x, y.to(s.rt.device, non_blocking=True))
         st.batch += 1
         st.step += 1
         s.display.advance()

@@ -12,10 +12,13 @@ import functools
 import math
 from collections.abc import Callable
 
+import torch
+import torch.nn.functional as F
+
 from resnetlab.engine.config import ScheduleConfig
 from resnetlab.utils.errors import ConfigError
 
-__all__ = ["lr_schedule", "SCHEDULES"]
+__all__ = ["lr_schedule", "SCHEDULES", "input_size_schedule", "resize_batch"]
 
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 
@@ -87,3 +90,44 @@ def _steps(step: int, *, bounds: list[int], gamma: float) -> float:
 
 def _constant(step: int) -> float:
     return 1.0
+
+
+def input_size_schedule(sizes: list[int], total_steps: int) -> Callable[[int], int | None]:
+    """Progressive resizing as a pure function of the step, like the learning rate: the run's
+    ``total_steps`` are split into ``len(sizes)`` equal phases and ``size(step)`` is the longer
+    image side for that step's batch (None: no resizing).  Small images early cost a fraction
+    of the work (20 px is 0.51x the FLOPs of 28 px) while the net still learns coarse shapes;
+    the last phase at full size lets BN statistics and filters settle at the size evaluated
+    (Touvron et al. 2019, "FixRes": a train/test size gap costs accuracy)."""
+    if not sizes:
+        return _no_resize
+    return functools.partial(_size_at, sizes=tuple(int(s) for s in sizes),
+                             total=max(int(total_steps), 1))
+
+
+def _no_resize(step: int) -> None:
+    return None
+
+
+def _size_at(step: int, *, sizes: tuple[int, ...], total: int) -> int:
+    return sizes[min(step * len(sizes) // total, len(sizes) - 1)]
+
+
+def resize_batch(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """``x`` (N, C, H, W) with its longer side resized to ``size`` (aspect kept; antialiased
+    bilinear, so shrinking averages pixels instead of dropping them); unchanged when ``size``
+    is None or already the longer side.  Vectors (tables) are a one-line error."""
+    if size is None:
+        return x
+    if x.dim() != 4:
+        raise ConfigError(f"--progressive-sizes resizes images, but the batches have shape "
+                          f"{tuple(x.shape)}; drop --progressive-sizes for this data")
+    h, w = x.shape[-2:]
+    if max(h, w) == size:
+        return x
+    scale = size / max(h, w)
+    out = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))),
+                        mode="bilinear", antialias=True, align_corners=False)
+    if x.is_contiguous(memory_format=torch.channels_last):  # keep the layout the net runs in
+        return out.contiguous(memory_format=torch.channels_last)
+    return out

@@ -26,7 +26,7 @@ from resnetlab.engine.logging import MetricsWriter, ProgressDisplay
 from resnetlab.engine.metrics import StepRecorder, StepStat
 from resnetlab.engine.optim import build_optimizer
 from resnetlab.engine.runtime import Runtime, prepare_runtime
-from resnetlab.engine.schedules import lr_schedule
+from resnetlab.engine.schedules import input_size_schedule, lr_schedule
 from resnetlab.engine.state import TrainProgress
 from resnetlab.engine.tracker import Tracker, pick_metric
 from resnetlab.utils.errors import ConfigError
@@ -71,6 +71,8 @@ class TrainSession:
     total_steps: int
     optimizer: torch.optim.Optimizer
     lr_fn: Callable[[int], float]
+    # progressive resizing: the longer image side for each step (None: the data's own size)
+    input_size: Callable[[int], int | None]
     scaler: torch.amp.GradScaler
     ema: ModelEma | None
     guard: NonFiniteGuard
@@ -185,11 +187,13 @@ def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable 
     net, eval_base = _placed(model, rt, tc.compile, tc.sync_bn)
     optimizer = build_optimizer(model, cfg.optim)
     lr_fn = lr_schedule(cfg.schedule, cfg.optim.lr, planned, per_epoch)
+    input_size = input_size_schedule(cfg.data.progressive_sizes, planned)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     return TrainSession(
         cfg=cfg, run_dir=run_dir, rt=rt, model=model, net=net, eval_base=eval_base,
         train_loader=train_loader, val_loader=val_loader, num_classes=num_classes,
         steps_per_epoch=per_epoch, total_steps=total, optimizer=optimizer, lr_fn=lr_fn,
+        input_size=input_size,
         scaler=scaler, ema=ModelEma(model, tc.ema_decay) if tc.ema_decay else None,
         guard=NonFiniteGuard(model, optimizer, scaler, tc.max_nonfinite_steps, lr_fn),
         # the loop drains every log_every steps and at each epoch end

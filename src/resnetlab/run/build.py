@@ -52,6 +52,9 @@ def build_model(cfg: RunConfig, bundle: Any) -> nn.Module:
     key = "in_features" if kind == "vector" else "in_chans"
     kwargs = dict(cfg.model.kwargs)
     check_input_fits(cfg.model.name, kind, kwargs.get(key), bundle, cfg.data.name)
+    if kind == "vector" and cfg.data.progressive_sizes:
+        raise ConfigError(f"--progressive-sizes: --model {cfg.model.name} reads flattened vectors "
+                          "of one fixed size; use a convolutional model or drop the flag")
     given = kwargs.get("num_classes")
     if given is not None and given != bundle.num_classes:
         raise ConfigError(f"--set num_classes={given}: --data {cfg.data.name} has "
