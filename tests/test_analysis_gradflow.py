@@ -88,3 +88,23 @@ def test_findings_are_computed_from_the_numbers():
     assert "10^4x smaller" in vanish[0] and "agrees with the textbook story" in vanish[1]
     assert "forward signal vanishes" in vanish[1]
     assert magnitude(float("inf")) == "non-finite" and magnitude(740.0) == "740x"
+
+
+def test_a_run_is_measured_at_init_and_once_per_distinct_checkpoint(tmp_path, capsys):
+    from helpers import cli
+    from resnetlab.analysis.studies import gradflow_targets
+    from test_run_api import write_folder
+
+    folder = write_folder(tmp_path / "animals")
+    code, _, err = cli(capsys, "train", f"--data=folder:{folder}", "--model", "resnet20",
+                       "--width-mult", "0.25", "--batch-size", "8", "--epochs", "1",
+                       "--device", "cpu", "--precision", "fp32", "--no-progress", "--no-tta",
+                       "--runs-dir", tmp_path / "runs", "--name", "r")
+    assert code == 0, err
+    targets = gradflow_targets([str(tmp_path / "runs" / "r")], compare_plain=True, norm="batch",
+                               seed=0, in_chans=1, num_classes=3)
+    labels = [label for label, _ in targets]
+    # one epoch: best and last are the same step, so one measurement names both
+    assert labels == ["resnet20@init", "resnet20@best=last (epoch 1)", "plain20@init"]
+    trained = targets[1][1].state_dict()
+    assert not torch.equal(trained["conv1.weight"], targets[0][1].state_dict()["conv1.weight"])

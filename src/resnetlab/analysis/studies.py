@@ -75,11 +75,7 @@ def gradflow_targets(sources: Sequence[str], *, compare_plain: bool, norm: str, 
             torch.manual_seed(seed)
             init = load_run(source, weights=False)
             out.append((f"{init.name}@init", init.model))
-            for ckpt in checkpoint_dirs(source):
-                run = load_run(ckpt)
-                epoch = run.meta.get("epoch")
-                at = f"epoch {epoch:.3g}" if isinstance(epoch, (int, float)) else "epoch ?"
-                out.append((f"{run.name}@{ckpt.name} ({at})", run.model))
+            out += _checkpoint_targets(source)
             args = init.build_args
         else:
             kwargs = {"in_chans": in_chans, "num_classes": num_classes}
@@ -93,6 +89,22 @@ def gradflow_targets(sources: Sequence[str], *, compare_plain: bool, norm: str, 
             torch.manual_seed(seed)
             suffix = "@init" if is_run_dir(source) else ""  # a twin of a run is never trained
             out.append((label + suffix, _create(args["name"], kwargs)))
+    return out
+
+
+def _checkpoint_targets(source: str) -> list[tuple[str, nn.Module]]:
+    """(label, model) for each saved checkpoint of a run; checkpoints of the same step (``best``
+    is often ``last``) are measured once, as ``resnet56@best=last (epoch 6)``."""
+    by_step: dict[Any, tuple[list[str], Any]] = {}
+    for ckpt in checkpoint_dirs(source):
+        run = load_run(ckpt)
+        key = run.meta.get("step", ckpt.name)
+        by_step.setdefault(key, ([], run))[0].append(ckpt.name)
+    out = []
+    for names, run in by_step.values():
+        epoch = run.meta.get("epoch")
+        at = f"epoch {epoch:.3g}" if isinstance(epoch, (int, float)) else "epoch ?"
+        out.append((f"{run.name}@{'='.join(names)} ({at})", run.model))
     return out
 
 
