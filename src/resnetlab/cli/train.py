@@ -136,8 +136,6 @@ def flag_overrides(params: dict[str, Any], set_items: list[str] | None) -> dict[
     keys = {flag[2:].replace("-", "_"): key for key, flag in FLAGS.items()}  # param -> key
     for name in _LISTS:
         params[name] = parse_number_list(params.get(name), f"--{name.replace('_', '-')}")
-    if params.get("progressive_sizes"):  # pixels: 20 stays an int in config.yaml
-        params["progressive_sizes"] = _pixel_sizes(params["progressive_sizes"])
     out = {keys[k]: v for k, v in params.items() if k in keys and v is not None}
     for key, value in parse_set(set_items).items():
         out[key if "." in key else f"model.kwargs.{key}"] = value
@@ -149,13 +147,6 @@ def flag_overrides(params: dict[str, Any], set_items: list[str] | None) -> dict[
         out.setdefault("train.steps", None)
     _refuse_image_augment_for_tables(out)
     return out
-
-
-def _pixel_sizes(sizes: list[float]) -> list[int]:
-    if not all(v.is_integer() for v in sizes):
-        shown = ",".join(f"{v:g}" for v in sizes)
-        raise ConfigError(f"--progressive-sizes {shown}: must be whole pixel sizes >= 4, e.g. 20,24,28")
-    return [int(v) for v in sizes]
 
 
 def _refuse_image_augment_for_tables(out: dict[str, Any]) -> None:

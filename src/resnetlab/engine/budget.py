@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 from resnetlab.engine.config import RunConfig
-from resnetlab.engine.loop import train_step
-from resnetlab.engine.schedules import resize_batch
+from resnetlab.engine.loop import train_batch
 from resnetlab.engine.runtime import global_flags, restore_flags, to_device
 from resnetlab.engine.session import epoch_batches, open_session
 from resnetlab.utils.device import autocast
@@ -86,8 +85,7 @@ def _time_steps(s, steps: int, warmup: int, size: int | None) -> tuple[float, fl
         if i == warmup:
             s.recorder.drain()  # one host sync: the warm-up steps have finished
             start = time.perf_counter()
-        x = resize_batch(to_device(x, s.rt), size)
-        train_step(s, x, y.to(s.rt.device, non_blocking=True))
+        train_batch(s, x, y, size)
         s.state.step += 1
     s.recorder.drain()
     step_s = (time.perf_counter() - start) / steps

@@ -440,7 +440,17 @@ def _coerce_scalar(value: Any, hint: type, key: str, source: str) -> Any:
     elif hint is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"{source}: {key} must be {hint.__name__}, got {value!r}")
+    raise _type_error(key, value, hint.__name__, source)
+
+
+def _type_error(key: str, value: Any, expected: str, source: str) -> ConfigError:
+    """A value of the wrong type; from flags the error names the flag (``--progressive-sizes
+    20.5: must be whole pixel sizes >= 4``) and what the key's range check asks for."""
+    if source != "flags":
+        return ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
+    base = key.split("[")[0]  # data.progressive_sizes[1] -> data.progressive_sizes
+    good = CHECKS[base][1] if base in CHECKS else expected
+    return ConfigError(f"{flag_for(base)} {_show(value)}: must be {good}")
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str = "override") -> RunConfig:

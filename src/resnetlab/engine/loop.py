@@ -37,7 +37,7 @@ from resnetlab.engine.tracker import pick_metric
 from resnetlab.utils.device import autocast
 from resnetlab.utils.errors import ConfigError
 
-__all__ = ["fit", "train_epoch", "evaluate", "FitResult", "Runtime", "prepare_runtime",
+__all__ = ["fit", "train_epoch", "train_batch", "evaluate", "FitResult", "Runtime", "prepare_runtime",
            "epoch_batches", "steps_per_epoch", "pick_metric", "open_session"]
 
 
@@ -173,8 +173,7 @@ def train_epoch(s: TrainSession) -> dict[str, Any]:
     batches = epoch_batches(s.train_loader, st.epoch, st.batch, s.steps_per_epoch,
                             s.rt.dist.rank, s.rt.dist.world_size)
     for x, y in batches:
-        x = resize_batch(to_device(x, s.rt), s.input_size(st.step))
-        train_step(s, x, y.to(s.rt.device, non_blocking=True))
+        train_batch(s, x, y, s.input_size(st.step))
         st.batch += 1
         st.step += 1
         s.display.advance()
@@ -188,6 +187,12 @@ def train_epoch(s: TrainSession) -> dict[str, Any]:
         raise ConfigError(f"the training loader gave {st.batch} batches in epoch {st.epoch + 1} "
                           f"but its len() is {s.steps_per_epoch}; make len() match the batches")
     return end_epoch(s)
+
+
+def train_batch(s: TrainSession, x: torch.Tensor, y: torch.Tensor, size: int | None) -> None:
+    """A loader's batch onto the device, resized to ``size`` (progressive resizing; None: as
+    it is), then one :func:`train_step`: what the loop and the time-budget calibration run."""
+    train_step(s, resize_batch(to_device(x, s.rt), size), y.to(s.rt.device, non_blocking=True))
 
 
 def train_step(s: TrainSession, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -1,6 +1,7 @@
-"""Learning-rate schedules as pure functions of the optimiser step.
+"""Schedules as pure functions of the optimiser step: the learning rate, and the input size of
+progressive resizing (:func:`input_size_schedule`, applied by :func:`resize_batch`).
 
-A schedule is ``lr(step) -> float`` with no hidden state, so resuming at step ``s`` needs only
+A schedule is ``lr(step) -> float`` (or ``size(step)``) with no hidden state, so resuming at step ``s`` needs only
 ``s`` (nothing to save), and the learning rate of any step can be named in an error message.
 ``step`` counts optimiser steps from 0; ``lr(step)`` is the rate used *for* that step.
 """
