@@ -46,11 +46,12 @@ def load(split: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
                          data_dir / f"{prefix}-labels-idx1-ubyte.gz", num_classes=10)
 
 
-def write_split(root: Path, x: np.ndarray, y: np.ndarray, classes, picks: dict[int, np.ndarray]):
-    for c in classes:
-        folder = root / NAMES[c]
+def write_split(root: Path, x: np.ndarray, picks: dict[int, np.ndarray], names=NAMES) -> None:
+    """Images ``x[i]`` for ``i in picks[c]`` as ``root/names[c]/i.png``."""
+    for c, indices in picks.items():
+        folder = root / names[c]
         folder.mkdir(parents=True, exist_ok=True)
-        for i in picks[c]:
+        for i in indices:
             Image.fromarray(x[i]).save(folder / f"{i}.png")
 
 
@@ -62,14 +63,14 @@ def make_folders(out: Path, data_dir: Path, pre_per_class: int, per_class: int,
     order = {c: rng.permutation(np.flatnonzero(y == c)) for c in range(10)}
     src, tgt = out / "source", out / "target"
     if not src.exists():
-        write_split(src / "train", x, y, range(5), {c: order[c][:pre_per_class] for c in range(5)})
-        write_split(src / "val", x, y, range(5),
+        write_split(src / "train", x, {c: order[c][:pre_per_class] for c in range(5)})
+        write_split(src / "val", x,
                     {c: order[c][pre_per_class:pre_per_class + 100] for c in range(5)})
     if not tgt.exists():
-        write_split(tgt / "train", x, y, range(5, 10), {c: order[c][:per_class] for c in range(5, 10)})
-        write_split(tgt / "val", x, y, range(5, 10),
+        write_split(tgt / "train", x, {c: order[c][:per_class] for c in range(5, 10)})
+        write_split(tgt / "val", x,
                     {c: order[c][per_class:per_class + 20] for c in range(5, 10)})
-        write_split(tgt / "test", xt, yt, range(5, 10), {c: np.flatnonzero(yt == c)[:test_per_class] for c in range(5, 10)})
+        write_split(tgt / "test", xt, {c: np.flatnonzero(yt == c)[:test_per_class] for c in range(5, 10)})
     return src, tgt
 
 
@@ -77,22 +78,19 @@ def digits_folder(out: Path, per_class: int, seed: int) -> Path:
     """sklearn's digits as ``train`` (per_class), ``val`` (10) and ``test`` (the rest) folders."""
     from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    x = (digits.images * (255 / 16)).round().astype(np.uint8)
-    y = digits.target
     root = out / f"digits-{per_class}-s{seed}"
     if root.exists():
         return root
+    digits = load_digits()
+    pixels = (digits.images * (255 / 16)).round().astype(np.uint8)
+    # 8x8 -> 28x28, the pretrained network's input size
+    x = np.stack([np.asarray(Image.fromarray(im).resize((28, 28), Image.BILINEAR)) for im in pixels])
     rng = np.random.default_rng(seed)
-    for c in range(10):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        for split, picks in (("train", idx[:per_class]), ("val", idx[per_class:per_class + 10]),
-                             ("test", idx[per_class + 10:])):
-            folder = root / split / str(c)
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in picks:
-                # 8x8 -> 28x28, the pretrained network's input size
-                Image.fromarray(x[i]).resize((28, 28), Image.BILINEAR).save(folder / f"{i}.png")
+    order = {c: rng.permutation(np.flatnonzero(digits.target == c)) for c in range(10)}
+    cuts = {"train": (0, per_class), "val": (per_class, per_class + 10), "test": (per_class + 10, None)}
+    for split, (lo, hi) in cuts.items():
+        write_split(root / split, x, {c: idx[lo:hi] for c, idx in order.items()},
+                    names=[str(c) for c in range(10)])
     return root
 
 

@@ -235,10 +235,12 @@ class Predictor:
 
     def _values(self, x: torch.Tensor, labels: Sequence[str]) -> list[Prediction]:
         """A regression table: outputs mapped from the standardised scale to target units."""
-        table = self.data_meta["table"]
+        from resnetlab.data.tables import TableSchema
+
+        schema = TableSchema.from_meta(self.data_meta["table"])
         z = torch.cat([self.backend(part) for part in x.split(self.batch_size)]).float()
-        values = (z.reshape(-1) * table["target_std"] + table["target_mean"]).tolist()
-        return [Prediction(label, [table["target"]], [0], [1.0], value=v)
+        values = schema.to_target_units(z.reshape(-1).numpy()).tolist()
+        return [Prediction(label, [schema.target], [0], [1.0], value=v)
                 for label, v in zip(labels, values, strict=True)]
 
     def predict(self, inputs: Sequence[str | os.PathLike], k: int = 5) -> list[Prediction]:
