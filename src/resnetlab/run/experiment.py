@@ -210,6 +210,9 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
             results["wall_time_s"] = time.perf_counter() - start
             if info.is_main:
                 write_outputs(run_dir, results, bundle.classes)
+            # the other ranks wait for rank 0's files: a rank that tears its process group down
+            # while rank 0 still writes aborted now and then (gloo, "terminate called ...")
+            distributed.barrier()
         return Run(run_dir, cfg, results, fitted)
     finally:
         distributed.cleanup()
