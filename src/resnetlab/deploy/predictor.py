@@ -366,7 +366,12 @@ def load_predictor(source: str | os.PathLike, *, runtime: str = "auto", device: 
         if runtime == "torch":
             raise ConfigError(f"{source}: an .onnx file runs through onnxruntime; drop "
                               "--runtime torch, or give the run directory")
-        return _onnx_predictor(path, data_meta, batch_size, on_bad_image)
+        from resnetlab.deploy.export import check_onnx_file
+
+        unverified = check_onnx_file(path)
+        predictor = _onnx_predictor(path, data_meta, batch_size, on_bad_image)
+        predictor.notices[:0] = [unverified] if unverified else []
+        return predictor
     notices: list[str] = []
     # onnxruntime runs here on the CPU: on a GPU device, auto means torch there
     if not model and (runtime == "onnx" or runtime == "auto" and resolve_device(device).type == "cpu"):
@@ -386,12 +391,13 @@ def load_predictor(source: str | os.PathLike, *, runtime: str = "auto", device: 
 def _fastest_export(path: Path, runtime: str) -> tuple[Path | None, list[str]]:
     """The run's verified ONNX export for its current checkpoint, made once when missing
     (onnxruntime fp32 is ~1.4x resnetlab's torch path on CPUs: ``benchmarks/infer.py``)."""
-    from resnetlab.deploy.export import auto_export, verified_export
+    from resnetlab.deploy.export import auto_export, export_status
 
-    export = verified_export(path)
+    export, distrust = export_status(path)
     if export is not None:
         return export, []
     export, notices = auto_export(path) if path.is_dir() else (None, [])
+    notices[:0] = [distrust] if distrust else []
     if export is None and runtime == "onnx":
         raise ConfigError(f"{path}: no verified ONNX export of its current checkpoint; run "
                           f"`resnetlab export {path} --format onnx` or use --runtime torch")

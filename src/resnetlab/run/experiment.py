@@ -23,7 +23,7 @@ from resnetlab.data.tables import regression_std
 from resnetlab.engine import distributed, fit, new_run_dir
 from resnetlab.engine.config import RunConfig, validate
 from resnetlab.engine.loop import FitResult, pick_metric, steps_per_epoch
-from resnetlab.engine.rundir import lock_run_dir
+from resnetlab.engine.rundir import lock_run_dir, made_by_job
 from resnetlab.run.budget import apply_time_budget
 from resnetlab.run.build import build_data_and_model
 from resnetlab.run.launch import launch
@@ -120,7 +120,8 @@ def _restarted_run(cfg: RunConfig) -> Path | None:
     if distributed.restart_count() == 0:
         return None
     run_dir = Path(cfg.runs_dir) / str(cfg.name)
-    found = resolve_checkpoint_dir(run_dir / "checkpoints" / "last") is not None
+    found = (resolve_checkpoint_dir(run_dir / "checkpoints" / "last") is not None
+             and made_by_job(run_dir))  # another job's run (or a user's folder) is not ours
     if found and distributed.is_main():
         _say(f"torchrun restart {distributed.restart_count()}: resuming {run_dir}")
     return run_dir if found else None
@@ -232,8 +233,12 @@ def _claim_run_dir(cfg: RunConfig, resume_dir: Path | None, main: bool) -> Path:
     if resume_dir is not None:
         return resume_dir
     if main and distributed.restart_count() > 0 and cfg.name:
-        # torchrun restarted a job that died before its first checkpoint: start it again there
-        shutil.rmtree(Path(cfg.runs_dir) / cfg.name, ignore_errors=True)
+        # torchrun restarted a job that died before its first checkpoint: start it again there,
+        # but only in a directory this job made; anything else is never deleted (new_run_dir
+        # then says the name is taken)
+        earlier = Path(cfg.runs_dir) / cfg.name
+        if earlier.is_dir() and made_by_job(earlier):
+            shutil.rmtree(earlier, ignore_errors=True)
     made = new_run_dir(cfg.runs_dir, cfg.name, model=cfg.model.name, data=cfg.data.name) if main else None
     return Path(distributed.broadcast_object(str(made) if made else None))
 
