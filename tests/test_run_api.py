@@ -221,19 +221,30 @@ def test_recipes_ship_inside_the_package():
         run.load_recipe("nope")
 
 
-def test_the_flag_table_and_the_train_command_agree():
-    """Every flag of the config's one table is a `resnetlab train` option, and every config
-    key without one is reachable with --set section.key=value."""
+def test_every_option_is_a_flag_of_its_command_or_a_set_key():
+    """Every declared flag is an option of `resnetlab train` (or `finetune`, for its own), and
+    every config key without a flag is reachable with --set section.key=value."""
     import inspect
 
-    from resnetlab.cli.train import command
-    from resnetlab.engine.config import FLAGS, apply_overrides, flag_for
+    import yaml
 
-    params = inspect.signature(command).parameters
-    assert [f for f in FLAGS.values() if f[2:].replace("-", "_") not in params] == []
+    from resnetlab.cli import finetune, train
+    from resnetlab.cli.options import flag_overrides
+    from resnetlab.engine.config import OPTIONS, apply_overrides
+
+    commands = {None: train.command, "finetune": finetune.command}
+    for option in OPTIONS.values():
+        if option.flag:
+            assert option.param in inspect.signature(commands[option.only]).parameters, option.flag
     cfg = run.RunConfig()
-    for section in ("data", "optim", "schedule", "train"):
+    for section in ("data", "optim", "schedule", "train", "finetune"):
         for key, value in vars(getattr(cfg, section)).items():
             dotted = f"{section}.{key}"
-            assert flag_for(dotted).startswith("--")
-            assert apply_overrides(cfg, {dotted: value}).to_dict() == cfg.to_dict()
+            if dotted in OPTIONS and OPTIONS[dotted].flag:
+                continue
+            text = yaml.safe_dump(list(value) if isinstance(value, tuple) else value,
+                                  default_flow_style=True).strip().removesuffix("...").strip()
+            overrides = flag_overrides({}, [f"{dotted}={text}"])
+            assert overrides == {dotted: text}
+            assert apply_overrides(cfg, overrides).to_dict() == cfg.to_dict(), dotted
+
