@@ -307,8 +307,11 @@ def test_bf16_autocast_channels_last_trains(tmp_path):
     ("label_smoothing", 1.0, "train.label_smoothing"), ("early_stop_metric", "acc", "early_stop_metric"),
 ])
 def test_bad_train_settings_are_config_errors(tmp_path, key, value, match):
+    """Checked once, before any work (engine.config.validate), not again by fit."""
+    from resnetlab.engine.config import validate
+
     with pytest.raises(ConfigError, match=match):
-        run(tmp_path, config(**{key: value}))
+        validate(config(**{key: value}))
 
 
 def test_loader_shorter_than_its_len_is_an_error_not_a_hang(tmp_path):

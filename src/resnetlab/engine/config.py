@@ -167,7 +167,8 @@ class OptimConfig:
     decaying a BN scale only changes the effective learning rate of the layer before it.
     """
 
-    name: str = opt("sgd", flag="--optimizer", help="sgd or adamw.")
+    name: str = opt("sgd", flag="--optimizer", help="sgd or adamw.",
+                    check=_one_of("sgd", "adamw", says="choose one of sgd, adamw"))
     lr: float = opt(0.1, flag="--lr", help="Peak learning rate.", check=POSITIVE)
     momentum: float = opt(0.9, flag="--momentum", help="SGD momentum.", check=UNIT_OPEN)
     nesterov: bool = opt(True, flag="--nesterov", help="Nesterov momentum.")
@@ -190,7 +191,8 @@ class ScheduleConfig:
     """
 
     name: str = opt("onecycle", flag="--schedule", help="onecycle, cosine, step or constant.",
-                    check=_one_of("onecycle", "cosine", "step", "constant"))
+                    check=_one_of("onecycle", "cosine", "step", "constant",
+                                  says="choose one of onecycle, cosine, step, constant"))
     warmup_epochs: float = opt(0.0, flag="--warmup-epochs", help="Linear warm-up length in epochs.",
                                check=Check(NON_NEGATIVE.ok, "must be a finite number of epochs >= 0"))
     warmup_frac: float = opt(0.0, flag="--warmup-frac", help="Linear warm-up as a fraction of all steps.",
@@ -439,6 +441,20 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         if source == "flags":
             raise ConfigError(f"{flag_for(key)} {shown}: {says}")
         raise ConfigError(f"{source}: {key} {shown} {says} (flag {flag_for(key)})")
+    for broken, says in _RULES:
+        if broken(cfg):
+            raise ConfigError(says if source in ("flags", "config") else f"{source}: {says}")
+
+
+# Checks that involve two keys: (broken(cfg), the one-line error).
+_RULES: tuple[tuple[Callable[[RunConfig], bool], str], ...] = (
+    (lambda c: bool(c.schedule.warmup_epochs and c.schedule.warmup_frac),
+     "schedule.warmup_epochs and schedule.warmup_frac are both set; use one (--warmup-epochs or --warmup-frac)"),
+    (lambda c: list(c.schedule.milestones) != sorted(c.schedule.milestones),
+     "schedule.milestones must be increasing epochs >= 0 (--milestones 30,45)"),
+    (lambda c: c.optim.name == "sgd" and c.optim.nesterov and c.optim.momentum <= 0,
+     "optim.nesterov needs optim.momentum > 0 (or use --no-nesterov)"),
+)
 
 
 def default_recipe() -> RunConfig:

@@ -22,7 +22,7 @@ from torch import nn
 
 from resnetlab.engine import checkpointing, distributed
 from resnetlab.engine.clock import Clock
-from resnetlab.engine.config import RunConfig, validate
+from resnetlab.engine.config import RunConfig
 from resnetlab.engine.metrics import ClassificationMeter, EvalResult, RegressionMeter, smoothed_nll
 from resnetlab.engine.runtime import (
     Runtime,
@@ -123,8 +123,9 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
     ``target_std`` makes it a regression on standardised float targets (MSE loss; RMSE in
     target units and R^2 logged; the best checkpoint by ``val_rmse``).
     Raises :class:`TrainingDiverged` after ``max_nonfinite_steps`` non-finite losses in a row.
+    ``cfg`` must be checked (:meth:`RunConfig.from_dict` or :func:`~resnetlab.engine.config.validate`):
+    the run API does it once, before any work; nothing here checks it again.
     """
-    validate(cfg)
     flags = global_flags()
     try:
         s = open_session(model, train_loader, val_loader, cfg, Path(run_dir),
