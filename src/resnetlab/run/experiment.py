@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.checkpoint import read_meta, resolve_checkpoint_dir
-from resnetlab.data.tables import regression_std
 from resnetlab.engine import distributed, fit, new_run_dir
 from resnetlab.engine.config import RunConfig, validate
 from resnetlab.engine.loop import FitResult, pick_metric, steps_per_epoch
@@ -30,6 +29,7 @@ from resnetlab.run.launch import launch
 from resnetlab.run.outputs import final_results, write_outputs
 from resnetlab.run.pretrained import prepare_finetune
 from resnetlab.run.recipes import fresh_name, resume_config
+from resnetlab.run.tasks import task_of
 from resnetlab.utils.device import resolve_device
 from resnetlab.utils.errors import ConfigError, UserError
 
@@ -189,8 +189,8 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
         bundle, model = build_data_and_model(cfg, device)
         # a fine-tune (cfg.finetune.source): pretrained weights and freeze/BN/lr policies
         on_epoch_end = prepare_finetune(cfg, model, bundle, device, resume_dir)
-        target_std = regression_std(bundle.meta)  # None: classification
-        pick_metric(cfg.train, has_val=_has_val(bundle), regression=target_std is not None)
+        task = task_of(bundle.meta, bundle.num_classes, bundle.classes)
+        pick_metric(cfg.train, has_val=_has_val(bundle), regression=task.regression)
         steps_per_epoch(bundle.train, info.world_size)
         if resume_dir is None:  # --time-budget fixes train.steps (a resumed run has them)
             cfg = apply_time_budget(cfg, model, bundle, spent_s=time.perf_counter() - start)
@@ -202,7 +202,7 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
                 fitted = fit(model, bundle.train, bundle.val if _has_val(bundle) else None, cfg,
                              run_dir, num_classes=bundle.num_classes, extra_meta=_meta(model, bundle),
                              resume=resume_dir is not None, progress=progress if info.is_main else False,
-                             on_epoch_end=on_epoch_end, target_std=target_std)
+                             on_epoch_end=on_epoch_end, task=task)
                 results = final_results(model, bundle, cfg, fitted, test_on, device,
                                         progress=progress if info.is_main else False)
             except KeyboardInterrupt:
