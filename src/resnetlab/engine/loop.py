@@ -95,7 +95,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
         run_dir: str | Path, *, num_classes: int, extra_meta: dict[str, Any] | None = None,
         resume: bool = False, tta: Callable | None = None, progress: bool | None = None,
         on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
-        task: Task | None = None) -> FitResult:
+        task: Task | None = None, lr_scales: dict[str, float] | None = None) -> FitResult:
     """Train ``model`` on ``train_loader`` as ``cfg`` says, writing the run into ``run_dir``.
 
     Moves the model to the resolved device (channels_last, optional ``torch.compile``, DDP
@@ -108,7 +108,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
     ``on_epoch_end(row)`` is called after each epoch and stops training by returning True.
     ``task`` (default: a :class:`Classification` of ``num_classes``) decides the loss and the
     metrics; a :class:`Regression` logs RMSE in target units and R^2 and keeps the best
-    checkpoint by ``val_rmse``.
+    checkpoint by ``val_rmse``.  ``lr_scales`` (``{parameter name: scale}``, a fine-tune's)
+    multiply the learning rate of the parameters they name.
     Raises :class:`TrainingDiverged` after ``max_nonfinite_steps`` non-finite losses in a row.
     ``cfg`` must be checked (:meth:`RunConfig.from_dict` or :func:`~resnetlab.engine.config.validate`):
     the run API does it once, before any work; nothing here checks it again.
@@ -118,7 +119,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
         s = open_session(model, train_loader, val_loader, cfg, Path(run_dir),
                          num_classes=num_classes, progress=progress,
                          extra_meta=dict(extra_meta or {}), tta=tta, on_epoch_end=on_epoch_end,
-                         task=task or Classification(num_classes))
+                         task=task or Classification(num_classes), lr_scales=lr_scales)
         _start(s, resume)
         try:
             while not s.state.finished:

@@ -178,7 +178,7 @@ def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable 
                  progress: bool | None = None, **extra: Any) -> TrainSession:
     """Resolve the runtime and build the optimiser, schedule, EMA, guard and writers for ``cfg``.
 
-    ``extra``: ``extra_meta``, ``tta``, ``on_epoch_end``, ``task`` (see
+    ``extra``: ``extra_meta``, ``tta``, ``on_epoch_end``, ``task``, ``lr_scales`` (see
     :func:`~resnetlab.engine.fit`).
     """
     tc, rt = cfg.train, prepare_runtime(cfg.train)
@@ -186,7 +186,7 @@ def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable 
     planned = planned_steps(tc, per_epoch)
     total = min(planned, tc.max_steps or planned)
     net, eval_base = _placed(model, rt, tc.compile, tc.sync_bn)
-    optimizer = build_optimizer(model, cfg.optim)
+    optimizer = build_optimizer(model, cfg.optim, extra.pop("lr_scales", None))
     lr_fn = lr_schedule(cfg.schedule, cfg.optim.lr, planned, per_epoch)
     input_size = input_size_schedule(cfg.data.progressive_sizes, planned)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)

@@ -188,7 +188,7 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
     try:
         bundle, model = build_data_and_model(cfg, device)
         # a fine-tune (cfg.finetune.source): pretrained weights and freeze/BN/lr policies
-        on_epoch_end = prepare_finetune(cfg, model, bundle, device, resume_dir)
+        tuning = prepare_finetune(cfg, model, bundle, device, resume_dir)
         task = task_of(bundle.meta, bundle.num_classes, bundle.classes)
         pick_metric(cfg.train, has_val=_has_val(bundle), regression=task.regression)
         steps_per_epoch(bundle.train, info.world_size)
@@ -202,7 +202,8 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
                 fitted = fit(model, bundle.train, bundle.val if _has_val(bundle) else None, cfg,
                              run_dir, num_classes=bundle.num_classes, extra_meta=_meta(model, bundle),
                              resume=resume_dir is not None, progress=progress if info.is_main else False,
-                             on_epoch_end=on_epoch_end, task=task)
+                             on_epoch_end=tuning.on_epoch_end, task=task,
+                             lr_scales=tuning.lr_scales)
                 results = final_results(model, bundle, cfg, fitted, test_on, device,
                                         progress=progress if info.is_main else False)
             except KeyboardInterrupt:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -33,7 +33,7 @@ from resnetlab.transfer.finetune import (
 )
 from resnetlab.utils.errors import ConfigError
 
-__all__ = ["Source", "read_source", "prepare_finetune"]
+__all__ = ["Source", "read_source", "prepare_finetune", "Finetuning"]
 
 # build arguments that follow the new data, not the pretrained network
 DATA_ARGS = ("name", "num_classes", "in_chans", "in_features")
@@ -83,13 +83,21 @@ def _epochs_done(resume_dir: Path | None) -> float:
     return float(read_meta(last).get("epoch") or 0) if last is not None else 0.0
 
 
+class Finetuning(NamedTuple):
+    """What a fine-tune hands ``fit``: its ``on_epoch_end`` (unfreezing) and ``lr_scales``."""
+
+    on_epoch_end: Callable[[dict[str, Any]], bool] | None = None
+    lr_scales: dict[str, float] | None = None
+
+
 def prepare_finetune(cfg: RunConfig, model: nn.Module, bundle: Any, device: torch.device,
-                     resume_dir: Path | None) -> Callable[[dict[str, Any]], bool] | None:
-    """Apply ``cfg.finetune`` to ``model`` (fresh, built for ``bundle``); None when the run
-    is not a fine-tune.  Returns the ``on_epoch_end`` callback for ``fit``."""
+                     resume_dir: Path | None) -> Finetuning:
+    """Apply ``cfg.finetune`` to ``model`` (fresh, built for ``bundle``): the transplanted
+    weights, freezing and BN policy.  Returns what ``fit`` needs for the rest (empty when the
+    run is not a fine-tune)."""
     ft = cfg.finetune
     if ft.source is None:
-        return None
+        return Finetuning()
     parse_freeze(ft.freeze)  # a bad --freeze fails before any weight is read
     if resume_dir is None:
         src = read_source(ft.source, cfg.model.name)
@@ -104,17 +112,17 @@ def prepare_finetune(cfg: RunConfig, model: nn.Module, bundle: Any, device: torc
     frozen = freeze(model, ft.freeze)
     if ft.bn == "frozen":
         freeze_bn(model)
-    model.lr_scales = lr_scales(model, ft.backbone_lr_scale)
+    scales = lr_scales(model, ft.backbone_lr_scale)
     at = ft.unfreeze_at
     if at is None or not frozen:
-        return None
+        return Finetuning(None, scales)
     if _epochs_done(resume_dir) >= at:
         unfreeze(model, frozen, keep_bn_frozen=ft.bn == "frozen")
-        return None
+        return Finetuning(None, scales)
 
     def unfreeze_when_due(row: dict[str, Any]) -> bool:
         if row.get("epoch") == at:
             unfreeze(model, frozen, keep_bn_frozen=ft.bn == "frozen")
             _say(f"unfreezing {ft.freeze} after epoch {at}")
         return False
-    return unfreeze_when_due
+    return Finetuning(unfreeze_when_due, scales)
