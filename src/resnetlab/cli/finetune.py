@@ -38,6 +38,7 @@ def command(ctx: typer.Context, **params) -> None:
     from resnetlab import run
     from resnetlab.cli.common import console
     from resnetlab.cli.train import _interrupted_hint, print_summary
+    from resnetlab.utils.notices import say
 
     resume, config, progress = params["resume"], params["config"], params["progress"]
     overrides = flag_overrides(params, params["set_"])
@@ -51,10 +52,10 @@ def command(ctx: typer.Context, **params) -> None:
             cfg, note = run.fresh_name(run.config_with(config or "default", overrides),
                                        named_by_flag="name" in overrides)
             if note:
-                console(stderr=True).print(note)
+                say(note)
             result = run.finetune(cfg, model=params["model"], progress=progress)
     except run.Interrupted as stop:
-        console(stderr=True).print(_interrupted_hint(stop.run_dir))
+        say(_interrupted_hint(stop.run_dir))
         raise SystemExit(130) from None
     if result.already_finished:
         console().print(f"{result.run_dir} is finished (results.json); nothing to resume.")

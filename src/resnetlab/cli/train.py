@@ -49,6 +49,7 @@ def command(ctx: typer.Context, **params: Any) -> None:
     """Train a network; with no arguments, ResNet-20 on Fashion-MNIST (the default recipe)."""
     from resnetlab import run
     from resnetlab.cli.common import console
+    from resnetlab.utils.notices import say
 
     config, resume, nproc = params["config"], params["resume"], params["nproc"]
     overrides = flag_overrides(params, params["set_"])
@@ -59,7 +60,7 @@ def command(ctx: typer.Context, **params: Any) -> None:
             cfg, note = run.fresh_name(run.config_with(config or "default", overrides),
                                        named_by_flag="name" in overrides)
             if note:
-                console(stderr=True).print(note)
+                say(note)
             result = run.train(cfg, **common)
         else:
             if config is not None:
@@ -67,7 +68,7 @@ def command(ctx: typer.Context, **params: Any) -> None:
                                   "its own config.yaml; drop --config")
             result = run.resume(resume, overrides, **common)
     except run.Interrupted as stop:
-        console(stderr=True).print(_interrupted_hint(stop.run_dir))
+        say(_interrupted_hint(stop.run_dir))
         raise SystemExit(130) from None
     if result.already_finished:
         console().print(f"{result.run_dir} is finished (results.json); nothing to resume. "

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from resnetlab.run.recipes import fresh_name, resume_config
 from resnetlab.run.tasks import task_of
 from resnetlab.utils.device import resolve_device
 from resnetlab.utils.errors import ConfigError, UserError
+from resnetlab.utils.notices import say
 
 __all__ = ["Run", "Interrupted", "train", "resume", "TEST_ON"]
 
@@ -122,7 +122,7 @@ def _restarted_run(cfg: RunConfig) -> Path | None:
     run_dir = Path(cfg.runs_dir) / str(cfg.name)
     found = resolve_checkpoint_dir(run_dir / "checkpoints" / "last") is not None
     if found and distributed.is_main():
-        _say(f"torchrun restart {distributed.restart_count()}: resuming {run_dir}")
+        say(f"torchrun restart {distributed.restart_count()}: resuming {run_dir}")
     return run_dir if found else None
 
 
@@ -168,13 +168,10 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None, 
             raise Interrupted(run_dir) from None
     if distributed.is_main():
         if changes:
-            _say("resuming with changed settings: " + ", ".join(changes))
-        _say(f"resuming {run_dir} at step {read_meta(last).get('step')}")
+            say("resuming with changed settings: " + ", ".join(changes))
+        say(f"resuming {run_dir} at step {read_meta(last).get('step')}")
     return _execute(cfg, run_dir, test_on, progress)
 
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bool | None) -> Run:

@@ -9,7 +9,6 @@ On resume the weights come from the run's own checkpoint, so only the policies a
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from resnetlab.transfer.finetune import (
     unfreeze,
 )
 from resnetlab.utils.errors import ConfigError
+from resnetlab.utils.notices import say
 
 __all__ = ["Source", "read_source", "prepare_finetune", "Finetuning"]
 
@@ -64,9 +64,6 @@ def read_source(source: str, model: str | None = None) -> Source:
     classes = [str(c) for c in weights.meta.get("classes") or range(count)]
     return Source(net.state_dict(), dict(args), classes, weights.meta.get("data"))
 
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def _size_notice(src: Source, bundle: Any) -> str | None:
@@ -105,10 +102,10 @@ def prepare_finetune(cfg: RunConfig, model: nn.Module, bundle: Any, device: torc
         for notice in [*transplant(model, src.state, source_classes=src.classes,
                                    classes=bundle.classes), _size_notice(src, bundle)]:
             if notice:
-                _say(notice)
+                say(notice)
         if ft.bn_reestimate:
             used = reestimate_bn(model.to(device), bundle.train, ft.bn_reestimate)
-            _say(f"re-estimated BatchNorm statistics on {used} batches of the new data")
+            say(f"re-estimated BatchNorm statistics on {used} batches of the new data")
     frozen = freeze(model, ft.freeze)
     if ft.bn == "frozen":
         freeze_bn(model)
@@ -123,6 +120,6 @@ def prepare_finetune(cfg: RunConfig, model: nn.Module, bundle: Any, device: torc
     def unfreeze_when_due(row: dict[str, Any]) -> bool:
         if row.get("epoch") == at:
             unfreeze(model, frozen, keep_bn_frozen=ft.bn == "frozen")
-            _say(f"unfreezing {ft.freeze} after epoch {at}")
+            say(f"unfreezing {ft.freeze} after epoch {at}")
         return False
     return Finetuning(unfreeze_when_due, scales)
