@@ -19,7 +19,7 @@ from helpers import cli, write_folder
 ROOT = Path(__file__).resolve().parents[2]
 TRAINS = ("train", "finetune", "compare")
 NAMED_DATA = ("fashion-mnist", "mnist", "kmnist", "cifar10", "cifar100")
-SHRINK = ["--max-steps", "2", "--val-size", "6", "--device", "cpu", "--no-progress"]
+SHRINK = ["--max-steps", "2", "--val-size", "6", "--batch-size", "8", "--device", "cpu", "--no-progress"]
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +87,9 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, capsys):
     commands = readme_commands((ROOT / "README.md").read_text(encoding="utf-8"))
     assert len(commands) >= 10
     images = tmp_path / "data"
-    data = {name: f"folder:{write_folder(images / 'clothes')}" for name in NAMED_DATA}
+    write_folder(images / "clothes" / "test", per_class=4, seed=1)  # like the data sets: a test split
+    clothes = f"folder:{write_folder(images / 'clothes' / 'train').parent}"
+    data = dict.fromkeys(NAMED_DATA, clothes)
     data["folder:my_photos"] = f"folder:{write_folder(images / 'photos', ('cat', 'dog', 'fox'))}"
     work = tmp_path / "work"
     work.mkdir()

@@ -33,7 +33,7 @@ from resnetlab.utils.errors import ConfigError
 __all__ = [
     "ModelConfig", "DataConfig", "FinetuneConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "RunConfig",
     "apply_overrides", "FLAGS", "CHECKS", "OPTIONS", "Option", "flag_for", "validate", "options_markdown",
-    "default_recipe", "effective_default",
+    "default_recipe", "effective_default", "options_page",
 ]
 
 
@@ -487,6 +487,17 @@ def options_markdown(recipe: RunConfig | None = None) -> str:
     return "\n".join(rows) + "\n"
 
 
+def options_page() -> str:
+    """``docs/guide/options.md``: :func:`options_markdown` with its heading.  Regenerate it
+    after declaring an option: ``python -m resnetlab.engine.config > docs/guide/options.md``."""
+    return ("# Run options\n\nEvery option of `resnetlab train` (and of `finetune` and `compare`, "
+            "which take the same flags),\ngenerated from the declarations in "
+            "`src/resnetlab/engine/config.py` by\n`resnetlab.engine.config.options_markdown()`. "
+            "The default is the `default` recipe's\n(`src/resnetlab/recipes/default.yaml`), what "
+            "`resnetlab train` uses when the flag is not given.\nA key without a flag is set with "
+            "`--set section.key=value`.\n\n" + options_markdown())
+
+
 def _show(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(_show(v) for v in value)
@@ -637,3 +648,7 @@ def _parse_scalar(value: Any) -> Any:
         return yaml.safe_load(value)
     except yaml.YAMLError:
         return value
+
+
+if __name__ == "__main__":  # python -m resnetlab.engine.config > docs/guide/options.md
+    print(options_page(), end="")
