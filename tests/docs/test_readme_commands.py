@@ -102,3 +102,21 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, capsys):
 def test_commands_are_extracted_with_continuations_and_without_comments():
     text = "x\n```bash\n# a comment\nresnetlab train \\\n  --epochs 2   # two\n```\n```\nnot bash\n```\n"
     assert readme_commands(text) == ["resnetlab train    --epochs 2"]
+
+
+def test_the_python_api_section_runs(tmp_path, monkeypatch, capsys):
+    """The README's ```python block, with the run shrunk through ``run.config_with``."""
+    from resnetlab import run
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 1 and len(blocks[0].strip().splitlines()) <= 10
+    write_folder(tmp_path / "clothes" / "test", per_class=4, seed=1)
+    data = write_folder(tmp_path / "clothes" / "train").parent
+    real = run.config_with
+    small = {"data.name": f"folder:{data}", "data.train_size": 24, "data.val_size": 6,
+             "data.batch_size": 8, "train.max_steps": 2, "train.device": "cpu",
+             "train.tta": False, "train.precision": "fp32", "runs_dir": str(tmp_path / "runs")}
+    monkeypatch.setattr(run, "config_with", lambda base, overrides: real(base, {**overrides, **small}))
+    exec(compile(blocks[0], "README.md", "exec"), {})  # noqa: S102 - our own README
+    assert (tmp_path / "runs" / "api" / "results.json").is_file()
+    assert "runs/api" in capsys.readouterr().out

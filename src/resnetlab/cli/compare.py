@@ -35,7 +35,8 @@ def _own(ctx: typer.Context,
 
 
 # compare's own options, then every train option but --model and --train-size (replaced above)
-@with_options(_own, options_for("compare", exclude=("model.name", "data.train_size")), train_extras)
+@with_options(_own, options_for("compare", exclude=("model.name", "data.train_size"), recipe="compare-quick"),
+              train_extras)
 def command(ctx: typer.Context, **params: Any) -> None:
     """Train residual nets and their plain twins at each depth with one recipe; write the
     table, the paper's figure (He et al. 2015, Fig. 1) and a markdown + HTML report."""

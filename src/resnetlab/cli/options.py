@@ -58,16 +58,16 @@ def _parameter(option: Option, recipe: RunConfig) -> inspect.Parameter:
 
 
 def options_for(command: str = "train", exclude: Iterable[str] = (),
-                section: str | None = None) -> list[inspect.Parameter]:
+                section: str | None = None, recipe: str = "default") -> list[inspect.Parameter]:
     """The typer parameters of every run option with a flag that ``command`` takes.
 
     ``exclude``: config keys (``"model.name"``) the command replaces with its own.  Options
     declared ``only="finetune"`` appear only there.  Every default is None ("not given"), so
-    the recipe decides; ``--help`` shows the ``default`` recipe's value.  ``section``: only
-    that config section's options (``"finetune"``).
+    the recipe decides; ``--help`` shows the value of ``recipe`` (the command's default
+    recipe).  ``section``: only that config section's options (``"finetune"``).
     """
-    recipe, skip = default_recipe(), set(exclude)
-    return [_parameter(o, recipe) for o in OPTIONS.values()
+    base, skip = default_recipe(recipe), set(exclude)
+    return [_parameter(o, base) for o in OPTIONS.values()
             if o.flag and o.key not in skip and o.only in (None, command)
             and (section is None or o.key.startswith(section + "."))]
 

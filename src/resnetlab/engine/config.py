@@ -457,12 +457,12 @@ _RULES: tuple[tuple[Callable[[RunConfig], bool], str], ...] = (
 )
 
 
-def default_recipe() -> RunConfig:
-    """The shipped ``default`` recipe (``resnetlab/recipes/default.yaml``): the effective
-    defaults of ``resnetlab train``."""
+def default_recipe(name: str = "default") -> RunConfig:
+    """A shipped recipe (``resnetlab/recipes/NAME.yaml``); ``default`` holds the effective
+    defaults of ``resnetlab train``, ``compare-quick`` those of ``resnetlab compare``."""
     from importlib import resources
 
-    return RunConfig.from_yaml(Path(str(resources.files("resnetlab") / "recipes" / "default.yaml")))
+    return RunConfig.from_yaml(Path(str(resources.files("resnetlab") / "recipes" / f"{name}.yaml")))
 
 
 def effective_default(option: Option, recipe: RunConfig | None = None) -> str:
