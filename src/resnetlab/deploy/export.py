@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from resnetlab.checkpoint import WEIGHTS, resolve_checkpoint_dir
-from resnetlab.deploy.predictor import LoadedModel, load_model
+from resnetlab.deploy.loading import LoadedModel, load_model
 from resnetlab.utils.errors import ConfigError, DataError, UserError
 from resnetlab.utils.files import file_sha256
 

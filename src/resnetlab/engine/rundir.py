@@ -9,11 +9,11 @@ import json
 import os
 import re
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from resnetlab.utils import notices
 from resnetlab.utils.errors import ConfigError, RunLockedError, StorageError, storage_error
 
 __all__ = ["new_run_dir", "default_run_name", "lock_run_dir", "made_by_job", "LOCK_FILE",
@@ -132,7 +132,7 @@ def lock_run_dir(run_dir: str | Path, notify: Callable[[str], None] | None = Non
     """
     run_dir = Path(run_dir)
     path = run_dir / LOCK_FILE
-    say = notify or (lambda line: print(line, file=sys.stderr))
+    say = notify or notices.say
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
     for _ in range(3):  # a takeover can race another one: the exclusive create decides
         if _create_lock(path, mine):
