@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 # The 5-minute AVX2 fp32 work (benchmarks/README.md row 19): 1700 steps of 128 images, the
@@ -62,7 +62,14 @@ def _train(name: str, flags: list[str], seed: int, args: argparse.Namespace, roo
     if args.quick:
         cmd += ["--train-size", "2000", "--val-size", "500", "--set", "train.steps=30"]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    left = args.deadline - time.monotonic()
+    if left <= 0:
+        return {"variant": name, "seed": seed, "error": "not started: --time-limit reached"}
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=left,
+                              env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    except subprocess.TimeoutExpired:
+        return {"variant": name, "seed": seed, "error": "cut off by --time-limit"}
     wall = time.perf_counter() - start
     if done.returncode != 0:
         return {"variant": name, "seed": seed, "error": (done.stderr.strip().splitlines() or ["?"])[-1]}
@@ -100,6 +107,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default=None, help="JSON file of every run")
     parser.add_argument("--quick", action="store_true", help="30 steps on 2,000 images")
+    parser.add_argument("--time-limit", type=float, default=float("inf"),
+                        help="seconds: runs not finished by then are cut off and reported so")
     args = parser.parse_args()
     names = [n for n in args.variants.split(",") if n]
     unknown = [n for n in names if n not in VARIANTS]
@@ -107,12 +116,17 @@ def main() -> None:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     root = Path(tempfile.mkdtemp(prefix="recipe-search-"))
-    tasks = [(n, VARIANTS[n], s) for n in names for s in seeds]
+    args.deadline = time.monotonic() + args.time_limit
+    tasks = [(n, VARIANTS[n], s) for s in seeds for n in names]  # every variant's seed 0 first
+    rows = []
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda t: _train(*t, args, root), tasks))
+        for future in as_completed([pool.submit(_train, *t, args, root) for t in tasks]):
+            rows.append(future.result())
+            print(json.dumps(rows[-1]), flush=True)
+            if args.out:  # written as runs land: a cut-off search keeps what finished
+                Path(args.out).write_text(json.dumps(rows, indent=1))
+    rows.sort(key=lambda r: (names.index(r["variant"]), r["seed"]))
     print("\n".join(_summary(rows)))
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
