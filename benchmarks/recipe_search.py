@@ -48,6 +48,12 @@ VARIANTS: dict[str, list[str]] = {
     "crop1": ["--augment", "crop:1,flip"],
     "sizes24-28": ["--progressive-sizes", "24,24,28"],  # more work per step: the cost of +px
     "ema995+val2000": ["--ema", "0.995", "--val-size", "2000"],
+    # second round (after lr0.2 and wd1e-3 led the first): their combinations
+    "lr0.2+wd1e-3": ["--lr", "0.2", "--weight-decay", "1e-3"],
+    "lr0.3": ["--lr", "0.3"],
+    "lr0.2+val2000": ["--lr", "0.2", "--val-size", "2000"],
+    "lr0.2+wd1e-3+val2000": ["--lr", "0.2", "--weight-decay", "1e-3", "--val-size", "2000"],
+    "lr0.3+wd1e-3": ["--lr", "0.3", "--weight-decay", "1e-3"],
     "full6ep": ["--set", "data.progressive_sizes=[]", "--set", "train.steps=null", "--epochs", "6"],
 }
 
