@@ -375,3 +375,41 @@ def plot_train_sizes(points: Sequence[Mapping[str, Any]], path: str | os.PathLik
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def plot_label_efficiency(summary: Mapping[str, Sequence[Mapping[str, Any]]],
+                          path: str | os.PathLike) -> Path:
+    """Test accuracy against labelled images per class (log axis; ``all`` drawn at the right
+    end), one panel per target, fine-tuned vs from scratch with ± std error bars over seeds;
+    returns ``path``.
+
+    ``summary`` maps a target name to rows with ``per_class`` (an int or ``"all"``),
+    ``images``, ``scratch``, ``finetune`` (accuracies, fractions) and ``scratch_std``,
+    ``finetune_std``.
+    """
+    targets = list(summary)
+    fig = _figure(5.2 * max(1, len(targets)), 4.0)
+    axes = fig.subplots(1, max(1, len(targets)), squeeze=False)[0]
+    for ax, target in zip(axes, targets, strict=False):
+        rows = list(summary[target])
+        known = [int(r["per_class"]) for r in rows if str(r["per_class"]) != "all"]
+        per_class_all = max(1, round(rows[-1]["images"] / max(1, _classes(rows)))) if rows else 1
+        xs = [int(r["per_class"]) if str(r["per_class"]) != "all" else
+              max(per_class_all, 2 * max(known, default=1)) for r in rows]
+        for arm, style in (("finetune", "o-"), ("scratch", "s--")):
+            ax.errorbar(xs, [100 * r[arm] for r in rows], yerr=[100 * r[f"{arm}_std"] for r in rows],
+                        fmt=style, capsize=3, label="fine-tuned" if arm == "finetune" else "from scratch")
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [str(r["per_class"]) for r in rows])
+        ax.set(title=target, xlabel="labelled images per class", ylabel="test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _classes(rows: Sequence[Mapping[str, Any]]) -> int:
+    """Classes of a label-efficiency target, from a row with an integer ``per_class``."""
+    for r in rows:
+        if str(r["per_class"]) != "all" and int(r["per_class"]) > 0:
+            return max(1, round(r["images"] / int(r["per_class"])))
+    return 1
