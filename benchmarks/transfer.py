@@ -39,7 +39,7 @@ import os
 import signal
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -247,8 +247,10 @@ def report(summary: dict[str, list[dict]], args: argparse.Namespace) -> dict[str
         gain = (100 * (at10["finetune"] - at10["scratch"]),
                 100 * math.hypot(at10["finetune_std"], at10["scratch_std"])) if at10 else None
         heads[target] = {"catch_up_at": catch_up(rows, args.catch_up), "gain_at_10": gain}
-        print(f"\n{target}: scratch catches up (within {args.catch_up:g} point) at "
-              f"{heads[target]['catch_up_at']} labels per class; gain at 10 labels per class: "
+        at = heads[target]["catch_up_at"]
+        caught = (f"scratch catches up (within {args.catch_up:g} point) at {at} labels per class"
+                  if at[0].isdigit() or at == "all" else f"scratch does not catch up ({at})")
+        print(f"\n{target}: {caught}; gain at 10 labels per class: "
               + (f"{gain[0]:+.1f} ± {gain[1]:.1f} points" if gain else "not measured"), flush=True)
     return heads
 
@@ -274,10 +276,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--pretrained", type=Path, help="reuse this pretraining run")
     ap.add_argument("--from-json", type=Path, help="only re-print and re-draw a saved run's "
                     "transfer_curve.json (its points; written into --out)")
+    if ap.parse_known_args(argv)[0].quick:  # --quick changes defaults; explicit flags still win
+        ap.set_defaults(seeds=1, sizes="1,10", pretrain_epochs=1, min_steps=20, max_steps=40,
+                        epochs_equiv=2.0)
     args = ap.parse_args(argv)
-    if args.quick:
-        args.seeds, args.sizes, args.pretrain_epochs = min(args.seeds, 1), "1,10", 1
-        args.min_steps, args.max_steps, args.epochs_equiv = 20, 40, 2.0
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     return args
 
@@ -350,8 +352,8 @@ def main(argv=None) -> None:
     signal.signal(signal.SIGTERM, _stop_workers)  # `timeout` must not leave runs on the GPU
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            for point in pool.map(one_run, jobs):
-                points.append(point)
+            for done in as_completed([pool.submit(one_run, job) for job in jobs]):
+                points.append(done.result())
                 _save(points, args, extra)
     else:
         for job in jobs:
