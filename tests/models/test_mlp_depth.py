@@ -96,3 +96,15 @@ def test_the_seed_block_is_the_explainers_figure():
     stem_params = 30 * 1024 + 2 * 1024  # Dense without bias (a BN follows) + BN scale/shift
     assert count_parameters(seed) == stem_params + count_parameters(DenseBlock(1024, 512))
     assert "explainer" in DenseResidualBlock.__doc__
+
+
+def test_an_old_mlp_resnet_state_dict_is_refused_with_the_reason():
+    from resnetlab.checkpoint import state_mismatch
+
+    new = resnetlab.create_model("mlp_resnet", in_features=30, num_classes=3, num_blocks=2, **SMALL)
+    old = dict(new.state_dict())
+    old["layer1.0.fc_in.weight"] = torch.zeros(64, 64)  # the pre-issue-23 per-block input Dense
+    old["layer1.0.norm_in.weight"] = torch.ones(64)
+    problem = state_mismatch(new.state_dict(), old)
+    assert "unexpected layer1.0.fc_in.weight" in problem and "retrain it" in problem
+    assert state_mismatch(new.state_dict(), dict(new.state_dict())) == ""
