@@ -83,8 +83,9 @@ def _digits_images() -> tuple[np.ndarray, np.ndarray]:
     return x, digits.target
 
 
-def prepare(out: Path, data_dir: Path, quick: bool) -> dict[str, dict]:
-    """The pretraining folder and, per target, its pool/val/test folders (written once)."""
+def prepare(out: Path, data_dir: Path, quick: bool, targets: str) -> dict[str, dict]:
+    """The pretraining folder and, per target in ``targets``, its pool/val/test folders
+    (written once)."""
     (x, y), (xt, yt) = load("train", data_dir), load("test", data_dir)
     rng = np.random.default_rng(0)
     order = {c: rng.permutation(np.flatnonzero(y == c)) for c in range(10)}
@@ -95,9 +96,12 @@ def prepare(out: Path, data_dir: Path, quick: bool) -> dict[str, dict]:
         write_split(pre / "val", x, {c: order[c][:100] for c in SOURCE})
         # a test split, so that `resnetlab analyze lesion RUN` works on the pretrained run
         write_split(pre / "test", xt, {c: np.flatnonzero(yt == c)[:test_per] for c in SOURCE})
-    targets = {"fashion-hard": _fashion_target(out, x, xt, yt, order, test_per, pool),
-               "digits": _digits_target(out)}
-    return {"pretrain": {"root": pre}, **targets}
+    made = {"pretrain": {"root": pre}}
+    if "fashion-hard" in targets.split(","):
+        made["fashion-hard"] = _fashion_target(out, x, xt, yt, order, test_per, pool)
+    if "digits" in targets.split(","):
+        made["digits"] = _digits_target(out)
+    return made
 
 
 def _fashion_target(out, x, xt, yt, order, test_per, pool) -> dict:
@@ -345,7 +349,7 @@ def main(argv=None) -> None:
         finish(json.loads(args.from_json.read_text())["points"], args, {"from": str(args.from_json)})
         return
     start = time.perf_counter()
-    folders = prepare(args.out, args.data_dir, args.quick)
+    folders = prepare(args.out, args.data_dir, args.quick, args.targets)
     pretrained = pretrain(folders["pretrain"]["root"], args)
     jobs, points = _jobs(folders, pretrained, args), []
     extra = {"pretrained": str(pretrained)}
