@@ -133,8 +133,9 @@ def _fingerprint(source: Path) -> str | None:
     return file_sha256(weights)
 
 
-def verified_export(run: Path) -> Path | None:
-    """The run's fastest verified ONNX export for its current checkpoint (int8 first), or None."""
+def verified_export(run: Path, int8: bool | None = None) -> Path | None:
+    """The run's fastest verified ONNX export for its current checkpoint (int8 first), or None;
+    ``int8=False``: the fp32 export only, ``True``: the int8 one only."""
     folder = run / "export"
     sidecar = folder / (FORMATS["onnx"] + ".json")
     if not run.is_dir() or not sidecar.is_file():
@@ -145,9 +146,11 @@ def verified_export(run: Path) -> Path | None:
         return None
     if not info.get("check", {}).get("ok") or info.get("weights_sha256") != _fingerprint(run):
         return None
-    int8 = info.get("int8") or {}
-    if int8.get("kept") and (folder / int8.get("file", "")).is_file():
-        return folder / int8["file"]
+    kept = info.get("int8") or {}
+    if kept.get("kept") and (folder / kept.get("file", "")).is_file() and int8 is not False:
+        return folder / kept["file"]
+    if int8:
+        return None
     return folder / FORMATS["onnx"] if (folder / FORMATS["onnx"]).is_file() else None
 
 
