@@ -70,31 +70,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240.0) -> None:
     """Poll /readyz (bounded in time) until 200; fail with the server's log if it died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"server exited {proc.returncode}: {proc.stderr.read()[-3000:]}")
+            raise AssertionError(f"server exited {proc.returncode}: {log.read_text()[-3000:]}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
         time.sleep(0.2)
-    raise AssertionError("server not ready in time")
+    raise AssertionError(f"server not ready in time: {log.read_text()[-3000:]}")
 
 
 @contextlib.contextmanager
-def serving(args: list[str], cwd: Path | None = None):
-    """A real `resnetlab serve ARGS --port FREE` process on 127.0.0.1: yields (url, process);
-    SIGTERM (then kill, bounded) when the block ends, unless the block ended it itself."""
+def serving(args: list[str], log: Path, cwd: Path | None = None):
+    """A real `resnetlab serve ARGS --port FREE` process on 127.0.0.1, its output in ``log``:
+    yields (url, port, process); SIGTERM (then kill, bounded) when the block ends, unless the
+    block ended it itself."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "resnetlab", "serve", *args, "--port",
-                             str(port)], cwd=cwd, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "resnetlab", "serve", *args, "--port",
+                                 str(port)], cwd=cwd, env=env(), stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, proc)
-        yield url, proc
+        wait_ready(url, proc, log)
+        yield url, port, proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -103,5 +105,3 @@ def serving(args: list[str], cwd: Path | None = None):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
-
-

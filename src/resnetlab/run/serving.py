@@ -197,6 +197,9 @@ def serve(cfg: ServeConfig, log_level: str = "info") -> None:
     if cfg.workers == 1:
         uvicorn.run(build_app(cfg, service), **run)
     else:
+        # the load above checked the model and made any ONNX export once, before N workers
+        # could race to; each worker loads its own copy
+        del service
         os.environ[_ENV] = json.dumps(asdict(cfg))
         uvicorn.run("resnetlab.run.serving:app_from_env", factory=True, workers=cfg.workers,
                     **run)
