@@ -4,8 +4,11 @@ value is one `error:` line (exit 2) before anything is loaded or bound."""
 from __future__ import annotations
 
 import pytest
+import torch
 
-from helpers import cli, one_line_error
+from helpers import Exploit, cli, one_line_error
+from resnetlab.checkpoint import save_checkpoint
+from resnetlab.models import create_model
 from resnetlab.run.serving import ServeConfig
 
 
@@ -36,3 +39,24 @@ def test_config_defaults_are_safe():
     cfg = ServeConfig("run")
     assert cfg.host == "127.0.0.1" and cfg.port == 8000 and cfg.max_body == 10_000_000
     assert (cfg.max_batch, cfg.max_wait_ms, cfg.workers, cfg.int8) == (32, 5.0, 1, False)
+
+
+def test_pickled_weights_are_never_executed(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": Exploit(marker)}, tmp_path / "evil.pt")
+    code, _, err = cli(capsys, "serve", tmp_path / "evil.pt", "--backend", "torch")
+    assert code == 2 and one_line_error(err) and not marker.exists()
+
+
+def test_int8_needs_a_verified_int8_export(tmp_path, capsys):
+    model = create_model("resnet20", in_chans=1, num_classes=3, width_mult=0.25)
+    meta = {"kind": "image", "name": "t", "in_chans": 1, "image_size": [8, 8], "mean": [0.5],
+            "std": [0.5], "classes": ["a", "b", "c"]}
+    save_checkpoint(tmp_path / "run" / "checkpoints" / "best", model_state=model.state_dict(),
+                    meta={"model": model.build_args, "data": meta, "classes": meta["classes"]})
+    code, _, err = cli(capsys, "serve", tmp_path / "run", "--int8")
+    assert code == 2 and "no verified int8 export" in one_line_error(err)
+    assert "resnetlab export" in err
+    (tmp_path / "m.onnx").write_bytes(b"")
+    code, _, err = cli(capsys, "serve", tmp_path / "m.onnx", "--int8")
+    assert code == 2 and "an .onnx file is served as it is" in one_line_error(err)

@@ -318,3 +318,19 @@ def test_batcher_splits_results_back_and_finishes_queued_jobs_on_close():
     for i, (out, n) in enumerate(zip(outs, [1, 3, 2, 5], strict=True)):
         assert out.shape == (n, 2) and torch.all(out == 2 * i)
     assert sum(sizes) == 11 and max(sizes) <= 4
+
+
+def test_batcher_waits_only_while_requests_are_on_their_way():
+    alone = Batcher(lambda x: x, max_batch=8, max_wait_ms=3000, pending=lambda: 0)
+    crowd = Batcher(lambda x: x, max_batch=8, max_wait_ms=300, pending=lambda: 1)
+
+    async def timed(batcher: Batcher) -> float:
+        start = time.perf_counter()
+        await batcher.submit(torch.zeros(1, 2))
+        return time.perf_counter() - start
+    try:
+        assert asyncio.run(timed(alone)) < 1.0  # nobody else coming: no 3 s wait
+        assert asyncio.run(timed(crowd)) >= 0.29  # someone decoding: waits for company
+    finally:
+        alone.close()
+        crowd.close()

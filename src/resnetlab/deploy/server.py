@@ -133,6 +133,7 @@ class _State:
         self.service: Service | None = None
         self.batcher: Batcher | None = None
         self.error: str | None = None
+        self.arriving = 0  # predict requests received and not yet queued (being decoded)
         self._explain_lock = threading.Lock()
 
     def start(self) -> None:
@@ -147,7 +148,7 @@ class _State:
             if service.explain is not None:
                 service.explain(torch.zeros(1, *shape))
             self.batcher = Batcher(service.predictor.outputs, opts.max_batch, opts.max_wait_ms,
-                                   self.metrics.batch.observe)
+                                   self.metrics.batch.observe, pending=lambda: self.arriving)
             self.service = service
             self.metrics.ready.set(1)
             log.info("ready: %s", service.info.get("architecture", "model"))
@@ -336,7 +337,11 @@ def _model_routes(app: Any, state: _State, options: ServerOptions) -> None:
     async def predict(request: Request, k: int = Query(5, ge=1, le=1000)) -> dict[str, Any]:
         """Top-k classes (names, indices, probabilities) of each image or table row."""
         service = state.require()
-        x, labels = await _inputs(request, service, options)
+        state.arriving += 1  # the batcher waits for company only while someone is on the way
+        try:
+            x, labels = await _inputs(request, service, options)
+        finally:
+            state.arriving -= 1
         out = await state.batcher.submit(x)
         return {"predictions": [p.to_dict() for p in
                                 service.predictor.predictions(out, labels, k)]}

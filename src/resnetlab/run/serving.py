@@ -71,6 +71,9 @@ class ServeConfig:
                 raise ConfigError(f"{flag} {value}: must be at least {low}")
         if not Path(self.source).exists():
             raise ConfigError(f"{self.source}: no such run directory or model file")
+        if self.int8 and Path(self.source).suffix.lower() == ".onnx":
+            raise ConfigError(f"--int8 with {self.source}: an .onnx file is served as it is; "
+                              "give the run directory (or its .int8.onnx file, without --int8)")
 
     def options(self) -> Any:
         from resnetlab.deploy.server import ServerOptions
