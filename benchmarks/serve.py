@@ -6,6 +6,8 @@ concurrent clients, for two servers measured in the same run with the same backe
 * batched: ``resnetlab serve RUN --max-batch 32 --max-wait-ms 5`` (the defaults);
 * naive (the baseline): ``--max-batch 1 --max-wait-ms 0``, one forward pass per request.
 
+Both servers run side by side and each level is measured on one, then the other.
+
 Each server is a real ``resnetlab serve`` process on a free 127.0.0.1 port; the clients are
 asyncio httpx coroutines in this process (one connection each), posting raw PNG bytes of
 held-in Fashion-MNIST test images.  Every level is bounded by ``--requests`` and ``--seconds``.
@@ -154,7 +156,7 @@ async def load(url: str, images: list[bytes], clients: int, requests: int, secon
                ) -> dict:
     """``clients`` coroutines posting images until ``requests`` were sent or time is up."""
     latencies: list[float] = []
-    failures, sent = [0], [0]
+    failures, sent, errors = [0], [0], []
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
@@ -163,8 +165,13 @@ async def load(url: str, images: list[bytes], clients: int, requests: int, secon
                 image = images[sent[0] % len(images)]
                 sent[0] += 1
                 t = time.perf_counter()
-                reply = await client.post("/v1/predict?k=1", content=image,
-                                          headers={"content-type": "image/png"})
+                try:
+                    reply = await client.post("/v1/predict?k=1", content=image,
+                                              headers={"content-type": "image/png"})
+                except httpx.HTTPError as err:  # counted, and named in the report
+                    failures[0] += 1
+                    errors.append(f"{type(err).__name__}: {err}")
+                    continue
                 latencies.append(time.perf_counter() - t)
                 failures[0] += reply.status_code != 200
         start = time.perf_counter()
@@ -172,7 +179,8 @@ async def load(url: str, images: list[bytes], clients: int, requests: int, secon
         wall = time.perf_counter() - start
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
     return {"clients": clients, "requests": len(latencies), "rps": len(latencies) / wall,
-            "p50_ms": 1000 * q[49], "p99_ms": 1000 * q[98], "failures": failures[0]}
+            "p50_ms": 1000 * q[49], "p99_ms": 1000 * q[98], "failures": failures[0],
+            "errors": errors[:3]}
 
 
 def bad_request(i: int, good: bytes) -> dict:
@@ -218,24 +226,31 @@ async def soak(url: str, images: list[bytes], expected: list[str], total: int, c
 
 
 def measure(run: Path, args: argparse.Namespace, images: list[bytes], tmp: Path) -> dict:
-    """Each server in turn: all concurrency levels (and the soak on the batched one)."""
+    """Both servers run side by side (an idle one costs no CPU); each concurrency level is
+    measured on one, then the other, so a change in the machine's load between levels hits
+    both arms alike.  The soak runs on the batched server at the end."""
     levels = [int(c) for c in args.clients.split(",")]
     arms = {"batched": ["--max-batch", "32", "--max-wait-ms", "5"],
             "naive": ["--max-batch", "1", "--max-wait-ms", "0"]}
-    out: dict = {}
-    for name, extra in arms.items():
-        server = Server(run, args.backend, extra, tmp / f"{name}.log")
-        try:
+    servers = {name: Server(run, args.backend, extra, tmp / f"{name}.log")
+               for name, extra in arms.items()}
+    out: dict = {name: [] for name in arms}
+    try:
+        for server in servers.values():
             server.wait_ready()
-            out[name] = [asyncio.run(load(server.url, images, c, args.requests, args.seconds))
-                         for c in levels]
-            if name == "batched" and args.soak:
-                expected = expected_classes(run, args.backend, images)
-                rss_start = server.rss_mb()
-                out["soak"] = asyncio.run(soak(server.url, images, expected, args.soak,
-                                               args.soak_clients))
-                out["soak"].update(rss_start_mb=rss_start, rss_end_mb=server.rss_mb())
-        finally:
+        for level in levels:
+            for name, server in servers.items():
+                out[name].append(asyncio.run(load(server.url, images, level, args.requests,
+                                                  args.seconds)))
+        if args.soak:
+            batched = servers["batched"]
+            expected = expected_classes(run, args.backend, images)
+            rss_start = batched.rss_mb()
+            out["soak"] = asyncio.run(soak(batched.url, images, expected, args.soak,
+                                           args.soak_clients))
+            out["soak"].update(rss_start_mb=rss_start, rss_end_mb=batched.rss_mb())
+    finally:
+        for name, server in servers.items():
             out[f"{name}_exit"] = server.stop()
     return out
 
@@ -252,9 +267,13 @@ def report(results: dict, args: argparse.Namespace) -> None:
               f"{n['rps']:>11.1f} {n['p50_ms']:>8.1f} {n['p99_ms']:>8.1f} | "
               f"{b['rps'] / max(n['rps'], 1e-9):>5.2f}x")
     failed = sum(r["failures"] for arm in ("batched", "naive") for r in results[arm])
-    print(f"requests per level: at most {args.requests} or {args.seconds:g} s; non-200 "
-          f"answers: {failed}; servers exited {results['batched_exit']} and "
+    print(f"requests per level: at most {args.requests} or {args.seconds:g} s; failed "
+          f"requests: {failed}; servers exited {results['batched_exit']} and "
           f"{results['naive_exit']} on SIGTERM")
+    for arm in ("batched", "naive"):
+        for r in results[arm]:
+            for line in r["errors"]:
+                print(f"  {arm} at {r['clients']} clients: {line}")
     if "soak" in results:
         s = results["soak"]
         print(f"soak: {s['requests']} requests ({s['malformed']} malformed), errors {s['errors']}; "

@@ -27,6 +27,6 @@ def test_serve_benchmark_and_soak_tiny():
     assert re.search(r"^CPU: .*; backend torch; load average", out, re.M), out
     rows = re.findall(r"^\s+(\d+) \|.*\| +([\d.]+)x$", out, re.M)
     assert [r[0] for r in rows] == ["1", "4"] and all(float(r[1]) > 0 for r in rows), out
-    assert "non-200 answers: 0; servers exited 0 and 0 on SIGTERM" in out, out
+    assert "failed requests: 0; servers exited 0 and 0 on SIGTERM" in out, out
     assert re.search(r"soak: 60 requests \(6 malformed\), errors 0; server RSS [\d.]+ MB at the "
                      r"start, [\d.]+ MB at the end", out), out
