@@ -334,3 +334,15 @@ def test_batcher_waits_only_while_requests_are_on_their_way():
     finally:
         alone.close()
         crowd.close()
+
+
+def test_a_chunked_body_over_the_cap_is_413_too():
+    """No Content-Length to trust: the cap is counted while the body arrives."""
+    with client(create_app(lambda: _service(), ServerOptions(max_body=1000))) as c:
+        chunks = (b"\0" * 400 for _ in range(4))  # a generator: sent chunked
+        reply = c.post("/v1/predict", content=chunks, headers={"content-type": "image/png"})
+        assert reply.status_code == 413 and reply.json()["error"] == "body_too_large"
+        small = png(np.zeros((8, 8), np.uint8))
+        assert len(small) < 1000
+        assert c.post("/v1/predict", content=small,
+                      headers={"content-type": "image/png"}).status_code == 200
