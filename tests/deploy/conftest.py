@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from serve_helpers import IMAGES, SHRINK, env, guide_command, shell
 
 from helpers import FMNIST
+from serve_helpers import IMAGES, SHRINK, env, guide_command, shell
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from serve_helpers import ROOT, env
 
 from helpers import needs_fmnist
+from serve_helpers import ROOT, env
 
 
 @pytest.mark.slow

@@ -14,9 +14,9 @@ import time
 
 import httpx
 import pytest
-from serve_helpers import env, guide_commands, serving, shell
 
 from helpers import CHROMIUM, DRIVER, cli, needs_chromium
+from serve_helpers import env, guide_commands, serving, shell
 
 pytestmark = pytest.mark.slow
 

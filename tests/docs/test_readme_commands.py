@@ -6,6 +6,7 @@ A README command that fails as written fails this test."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers import cli, write_folder
+from serve_helpers import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAINS = ("train", "finetune", "compare")
@@ -52,14 +54,34 @@ def _shrunk(argv: list[str], data: dict[str, str]) -> list[str]:
     return [command, *args, *sizes, *SHRINK]
 
 
-def _run(command: str, data: dict[str, str], capsys) -> None:
+def _serve_or_curl(argv: list[str], command: str, servers: contextlib.ExitStack) -> bool:
+    """``resnetlab serve ARGS`` starts a real server (on a free port, stopped at the end);
+    ``curl`` lines are sent to it.  False for any other command."""
+    if argv[:2] == ["resnetlab", "serve"]:
+        _, port, _ = servers.enter_context(serving(argv[2:], Path("serve.log")))
+        servers.port = port
+        return True
+    if argv[0] != "curl":
+        return False
+    port = getattr(servers, "port", None)
+    assert port, f"{command}: the README runs curl before resnetlab serve"
+    done = subprocess.run(command.replace("127.0.0.1:8000", f"127.0.0.1:{port}"), shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip(), f"{command}\n{done.stderr}"
+    assert '"error"' not in done.stdout, f"{command}\n{done.stdout}"
+    return True
+
+
+def _run(command: str, data: dict[str, str], capsys, servers: contextlib.ExitStack) -> None:
     argv = shlex.split(command)
+    if _serve_or_curl(argv, command, servers):
+        return
     if argv[0] == "make":  # the Makefile target exists and runs; demo's training is shrunk here
         done = subprocess.run(["make", "-n", *argv[1:]], cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         if argv[1] == "demo":
             assert "resnetlab train" in done.stdout
-            _run("resnetlab train", data, capsys)
+            _run("resnetlab train", data, capsys, servers)
         return
     if argv[0] == "torchrun":
         at = argv.index("resnetlab")
@@ -94,8 +116,9 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, capsys):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    for command in commands:
-        _run(command, data, capsys)
+    with contextlib.ExitStack() as servers:
+        for command in commands:
+            _run(command, data, capsys, servers)
     assert (work / "runs" / "quick" / "export" / "model.onnx").is_file()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "guide" / "serve.md"
 # The guide trains with the default recipe; tests run the same command for 30 steps on 1000
 # images with a quarter-width network (about a minute on two shared cores, most of it the
