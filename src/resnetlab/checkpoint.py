@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from resnetlab.utils.errors import DataError, NonFiniteError, storage_error
+from resnetlab.utils.safeload import load_torch_file
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint_dir",
            "read_meta", "nonfinite_tensors", "encode_state", "decode_state"]
@@ -396,7 +397,9 @@ def _read_train_state(dir: Path, expected: list[str]) -> dict[str, Any] | None:
 
 def _load_torch(path: Path) -> Checkpoint:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_torch_file(path)  # weights-only, size-capped before anything inflates
+    except DataError:
+        raise
     except Exception as err:  # UnpicklingError for anything beyond tensors and containers
         raise DataError(f"{path}: refused or unreadable as weights-only torch file "
                         f"({_refusal_reason(err)}); if you trust where it came from, re-save "

@@ -30,6 +30,7 @@ from torch import nn
 from resnetlab.layers.shortcut import ZeroPadShortcut
 from resnetlab.utils.errors import DataError
 from resnetlab.utils.files import file_sha256
+from resnetlab.utils.safeload import load_torch_file
 
 __all__ = ["WeightsFile", "read_weights", "read_state_dict", "detect_layout", "check_fit",
            "load_weights", "file_sha256"]
@@ -81,10 +82,9 @@ def _refusal(path: Path, err: Exception) -> DataError:
 
 def _torch_load(path: Path) -> object:
     try:
-        # An open file, not the path: torch.load hands paths ending in .safetensors to the
-        # safetensors reader, and the content, not the name, decides here.
-        with open(path, "rb") as f:
-            return torch.load(f, map_location="cpu", weights_only=True)
+        return load_torch_file(path)  # weights-only, size-capped before anything inflates
+    except DataError:
+        raise
     except pickle.UnpicklingError as err:
         raise _refusal(path, err) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
