@@ -17,7 +17,7 @@ _W = weights_options()
 
 
 def command(
-    source: Annotated[Path, typer.Argument(help="Run directory, checkpoint directory, or .safetensors/.pt/.pth weights.", show_default=False)],
+    source: Annotated[Path, typer.Argument(help="Run directory, checkpoint directory, or .safetensors or torch weights (.pt/.pth/.th...: judged by content, read weights-only).", show_default=False)],
     data: Annotated[str | None, Opt(help="Data set (default: the one the run trained on).")] = None,
     split: Annotated[str, Opt(help="test, val, train (without augmentation) or all (every row of the data).")] = "test",
     data_dir: Annotated[str | None, Opt(help="Where the data set's files are.")] = None,

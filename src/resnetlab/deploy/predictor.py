@@ -118,7 +118,9 @@ def load_model(source: str | os.PathLike, *, model: str | None = None,
     if stored:
         args = dict(stored)
     elif model:
-        args = _infer_build_args(ckpt, model, num_classes, in_chans, dict(model_kwargs or {}))
+        # A foreign layout's arguments (CIFAR reimplementation: split padding) come first.
+        kwargs = {**ckpt.meta.get("layout_args", {}), **(model_kwargs or {})}
+        args = _infer_build_args(ckpt, model, num_classes, in_chans, kwargs)
     else:
         raise ConfigError(f"{source}: bare weights do not name their architecture; pass --model "
                           "NAME (and --num-classes/--in-chans if they cannot be read off the weights)")
