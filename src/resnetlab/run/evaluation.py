@@ -163,6 +163,8 @@ def evaluate(source: Any, data: str | None = None, split: str = "test", tta: boo
     ``weights`` (``model``, ``num_classes``, ``in_chans``, ``model_kwargs``) rebuild bare weights.
     Returns the report and the data bundle it was computed on.
     """
+    if batch_size is not None and batch_size < 1:  # eval's flag, not train's --eval-batch-size
+        raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
     path = getattr(source, "run_dir", source)
     loaded = load_model(os.fspath(path), **weights)
     dev = resolve_device(device)
