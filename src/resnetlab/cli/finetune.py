@@ -26,7 +26,8 @@ def command(
     backbone_lr_scale: Annotated[float | None, Opt(help="Backbone learning rate = this x --lr (the head gets --lr).", rich_help_panel=F)] = None,
     unfreeze_at: Annotated[int | None, Opt(help="Frozen stages start training after this many epochs.", rich_help_panel=F)] = None,
     bn_reestimate: Annotated[int | None, Opt(help="Recompute BN statistics on this many batches of the new data first.", rich_help_panel=F)] = None,
-    model: Annotated[str | None, Opt(help="Architecture of a weights file that does not name it.", rich_help_panel=F)] = None,
+    keep_head: Annotated[bool | None, Opt("--keep-head", help="Keep the pretrained classifier even when the classes are not matched by name (same count, in order). By default it is kept only when both sides name the same classes.", rich_help_panel=F)] = None,
+    model: Annotated[str | None, Opt(help="Architecture of a weights file that does not name it; a run or converted file names its own (a different --model is refused).", rich_help_panel=F)] = None,
     config: Annotated[str | None, Opt(help="Recipe name or YAML file; flags override it.", rich_help_panel=T)] = None,
     resume: Annotated[Path | None, Opt(help="Continue this fine-tune run.", rich_help_panel=T)] = None,
     name: Annotated[str | None, Opt(help="Run directory name under --runs-dir.", rich_help_panel=T)] = None,
@@ -79,7 +80,7 @@ def command(
 
 _FLAGS = {"from_": "--from", "freeze": "--freeze", "bn": "--bn",
           "backbone_lr_scale": "--backbone-lr-scale", "unfreeze_at": "--unfreeze-at",
-          "bn_reestimate": "--bn-reestimate"}
+          "bn_reestimate": "--bn-reestimate", "keep_head": "--keep-head"}
 
 
 def _check(flag: str, value: object) -> None:

@@ -163,7 +163,8 @@ class FinetuneConfig:
     ``backbone_lr_scale`` multiplies the backbone's learning rate (the head's is ``optim.lr``);
     ``unfreeze_at``: frozen stages train after this many epochs; ``bn_reestimate``: batches of
     the new data that recompute BN statistics before training (0: none).  ``source_classes``
-    records the pretrained classes (filled in by the fine-tune).
+    records the pretrained classes (filled in by the fine-tune); ``keep_head`` keeps the
+    pretrained classifier even when the classes are not matched by name.
     """
 
     source: str | None = None
@@ -173,6 +174,9 @@ class FinetuneConfig:
     unfreeze_at: int | None = None
     bn_reestimate: int = 0
     source_classes: list[str] = field(default_factory=list)
+    # issue 22 item 5 (audit branch): keep the pretrained head even when the classes are not
+    # matched by name (``finetune --keep-head``)
+    keep_head: bool = False
 
 
 @dataclass
