@@ -44,7 +44,7 @@ def command(
     eval_batch_size: Annotated[int | None, Opt(help="Evaluation batch size.", rich_help_panel=D)] = None,
     train_size: Annotated[int | None, Opt(help="Stratified subset of the training split.", rich_help_panel=D)] = None,
     val_size: Annotated[float | None, Opt(help="Held out for validation: a count (500) or a fraction (0.1); default: the data's own split.", rich_help_panel=D)] = None,
-    augment: Annotated[str | None, Opt(help="Image augmentation: default, none, or e.g. crop:2,flip,erase:0.25 (tables get none).", rich_help_panel=D)] = None,
+    augment: Annotated[str | None, Opt(help="Image augmentation: default (the data's own: Fashion-MNIST flip, MNIST crop:2, CIFAR crop:4,flip; folders: none, digits must not be mirrored), none, or e.g. crop:2,flip,erase:0.25 (tables get none).", rich_help_panel=D)] = None,
     target: Annotated[str | None, Opt(help="Target column of csv: data.", rich_help_panel=D)] = None,
     task: Annotated[str | None, Opt(help="csv: target is classification or regression (default: regression for a numeric target with many distinct values).", rich_help_panel=D)] = None,
     allow_single_class: Annotated[bool | None, Opt("--allow-single-class", help="Train even when the data has one class (otherwise an error).", rich_help_panel=D)] = None,
@@ -89,7 +89,7 @@ def command(
     seed: Annotated[int | None, Opt(help="Seed of the batch order, augmentation and initialisation (the train/val split is fixed).", rich_help_panel=T)] = None,
     log_every: Annotated[int | None, Opt(help="Steps between steps.csv rows.", rich_help_panel=T)] = None,
     checkpoint_every: Annotated[int | None, Opt(help="Steps between mid-epoch checkpoints.", rich_help_panel=T)] = None,
-    tta: Annotated[bool | None, Opt("--tta/--no-tta", help="Flip test-time augmentation in the final evaluation.", rich_help_panel=T)] = None,
+    tta: Annotated[bool | None, Opt("--tta/--no-tta", help="Flip test-time augmentation in the final evaluation (only when training flips: never for a folder without --augment flip).", rich_help_panel=T)] = None,
 ) -> None:
     """Train a network; with no arguments, ResNet-20 on Fashion-MNIST (the default recipe)."""
     from resnetlab import run

@@ -21,6 +21,7 @@ from resnetlab.engine import distributed
 from resnetlab.engine.budget import MIN_STEPS, Calibration, calibrate, plan_steps
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.session import steps_per_epoch
+from resnetlab.run.build import flip_tta_applies
 from resnetlab.utils.duration import format_duration, parse_duration
 from resnetlab.utils.errors import ConfigError
 
@@ -38,7 +39,7 @@ def apply_time_budget(cfg: RunConfig, model: nn.Module, bundle: Any, *, spent_s:
     per_epoch = steps_per_epoch(bundle.train, distributed.dist_info().world_size)
     evals = [loader for loader in (bundle.val, bundle.test) if _size(loader)]
     cal = calibrate(model, bundle.train, next(iter(evals[0]))[0] if evals else None, cfg)
-    views = 2 if tc.tta and len(bundle.input_shape) == 3 else 1  # flip TTA: image + mirror
+    views = 2 if flip_tta_applies(cfg, bundle) else 1  # flip TTA: image + mirror
     final = _size(bundle.test) or _size(bundle.val)
     spent_s += cal.calibrate_s + cal.startup_s  # the run pays the warm-up steps' extra again
     steps = plan_steps(budget_s, spent_s, cal, per_epoch=per_epoch,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,8 @@ from resnetlab.models.registry import create_model, model_info
 from resnetlab.utils.errors import ConfigError, UserError
 from resnetlab.utils.seed import seed_everything
 
-__all__ = ["make_data", "build_model", "build_data_and_model", "input_size", "check_input_fits"]
+__all__ = ["make_data", "build_model", "build_data_and_model", "input_size", "check_input_fits",
+           "flip_tta_applies", "as_built"]
 
 
 def make_data(data_cfg: DataConfig, *, seed: int, device: torch.device, channels_last: bool,
@@ -88,3 +90,27 @@ def build_data_and_model(cfg: RunConfig, device: torch.device) -> tuple[Any, nn.
                        in_chans=cfg.model.kwargs.get("in_chans"))
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed only
     return bundle, build_model(cfg, bundle)
+
+
+def flip_tta_applies(cfg: RunConfig, bundle: Any) -> bool:
+    """Flip test-time augmentation averages an image and its mirror: only meaningful for a
+    network trained on mirrored images.  So ``train.tta`` applies only when the training
+    augmentation flips (Fashion-MNIST and CIFAR by default; a folder only with ``--augment
+    flip``: digits and text must not be mirrored)."""
+    return (cfg.train.tta and len(bundle.input_shape) == 3
+            and "flip" in str(bundle.meta.get("augment", "")).split(","))
+
+
+def as_built(cfg: RunConfig, bundle: Any) -> RunConfig:
+    """``cfg`` with ``data.augment`` and ``train.tta`` as the data really gets them, so the
+    run's config.yaml says what happened (``default`` becomes e.g. ``flip`` or ``none``) and
+    ``--config RUN/config.yaml`` repeats it.  Tables keep their config (they are never
+    augmented)."""
+    if bundle.meta.get("kind") != "image" or "augment" not in bundle.meta:
+        return cfg
+    augment, tta = str(bundle.meta["augment"]), flip_tta_applies(cfg, bundle)
+    if (augment, tta) == (cfg.data.augment, cfg.train.tta):
+        return cfg
+    out = copy.deepcopy(cfg)
+    out.data.augment, out.train.tta = augment, tta
+    return out

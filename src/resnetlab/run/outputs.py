@@ -18,6 +18,7 @@ from resnetlab.engine import evaluate
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.logging import tracked
 from resnetlab.engine.loop import FitResult
+from resnetlab.run.build import flip_tta_applies
 from resnetlab.utils.device import cpu_model, resolve_dtype
 
 __all__ = ["final_results", "write_outputs", "environment", "training_rate"]
@@ -31,7 +32,7 @@ def final_results(model: nn.Module, bundle: Any, cfg: RunConfig, fitted: FitResu
     ckpt.load_into(model)
     has_test = bundle.test is not None and bundle.test.num_samples > 0
     split, loader = ("test", bundle.test) if has_test else ("val", bundle.val)
-    tta = flip_tta if cfg.train.tta and len(bundle.input_shape) == 3 else None
+    tta = flip_tta if flip_tta_applies(cfg, bundle) else None
     dtype = resolve_dtype(cfg.train.precision, device)
     result = evaluate(model, tracked(loader, f"final {split} evaluation", progress), device=device,
                       dtype=dtype, num_classes=bundle.num_classes, tta=tta,
