@@ -43,6 +43,8 @@ def command(
     batch_size: Annotated[int | None, Opt(help="Training batch size.", rich_help_panel=D)] = None,
     eval_batch_size: Annotated[int | None, Opt(help="Evaluation batch size.", rich_help_panel=D)] = None,
     train_size: Annotated[int | None, Opt(help="Stratified subset of the training split.", rich_help_panel=D)] = None,
+    # issue 22 item 14 (audit branch): config key data.test_size
+    test_size: Annotated[int | None, Opt(help="Bound the final test to a stratified, fixed subset of this many images (a smoke run); recorded in results.json. Default: the whole test split.", rich_help_panel=D)] = None,
     val_size: Annotated[float | None, Opt(help="Held out for validation: a count (500) or a fraction (0.1); default: the data's own split.", rich_help_panel=D)] = None,
     augment: Annotated[str | None, Opt(help="Image augmentation: default (the data's own: Fashion-MNIST flip, MNIST crop:2, CIFAR crop:4,flip; folders: none, digits must not be mirrored), none, or e.g. crop:2,flip,erase:0.25 (tables get none).", rich_help_panel=D)] = None,
     target: Annotated[str | None, Opt(help="Target column of csv: data.", rich_help_panel=D)] = None,

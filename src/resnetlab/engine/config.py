@@ -53,6 +53,8 @@ class DataConfig:
     eval_batch_size: int = 512
     val_size: int | float | None = None
     train_size: int | None = None
+    # issue 22 item 14 (audit branch): a stratified, fixed subset of the final test split
+    test_size: int | None = None
     augment: str | None = None
     target: str | None = None
     val_dir: str | None = None
@@ -245,6 +247,7 @@ FLAGS: dict[str, str] = {
     "data.name": "--data", "data.data_dir": "--data-dir", "data.batch_size": "--batch-size",
     "data.eval_batch_size": "--eval-batch-size", "data.val_size": "--val-size",
     "data.train_size": "--train-size", "data.augment": "--augment", "data.target": "--target",
+    "data.test_size": "--test-size",  # issue 22 item 14 (audit branch)
     "data.val_dir": "--val-dir", "data.image_size": "--image-size",
     "data.progressive_sizes": "--progressive-sizes",
     "data.on_bad_image": "--on-bad-image", "data.cache_dir": "--cache-dir",
@@ -327,6 +330,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.batch_size": (_COUNT, "at least 1"),
     "data.eval_batch_size": (_COUNT, "at least 1"),
     "data.train_size": (_COUNT, "at least 1"),
+    "data.test_size": (_COUNT, "at least 1"),  # issue 22 item 14 (audit branch)
     "data.val_size": (lambda v: (isinstance(v, int) and v >= 0) or 0 < v < 1,
                       "a count >= 0 or a fraction in (0, 1), e.g. 500 or 0.1"),
     "data.progressive_sizes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 4,

@@ -40,7 +40,7 @@ def apply_time_budget(cfg: RunConfig, model: nn.Module, bundle: Any, *, spent_s:
     evals = [loader for loader in (bundle.val, bundle.test) if _size(loader)]
     cal = calibrate(model, bundle.train, next(iter(evals[0]))[0] if evals else None, cfg)
     views = 2 if flip_tta_applies(cfg, bundle) else 1  # flip TTA: image + mirror
-    final = _size(bundle.test) or _size(bundle.val)
+    final = min(_size(bundle.test) or _size(bundle.val), cfg.data.test_size or math.inf)
     spent_s += cal.calibrate_s + cal.startup_s  # the run pays the warm-up steps' extra again
     steps = plan_steps(budget_s, spent_s, cal, per_epoch=per_epoch,
                        val_images=_size(bundle.val), final_images=final * views)

@@ -13,6 +13,7 @@ from torch import nn
 from resnetlab.analysis import plot_confusion, plot_curves
 from resnetlab.checkpoint import load_checkpoint
 from resnetlab.data import flip_tta
+from resnetlab.data.loaders import bounded
 from resnetlab.data.tables import regression_std
 from resnetlab.engine import evaluate
 from resnetlab.engine.config import RunConfig
@@ -32,6 +33,7 @@ def final_results(model: nn.Module, bundle: Any, cfg: RunConfig, fitted: FitResu
     ckpt.load_into(model)
     has_test = bundle.test is not None and bundle.test.num_samples > 0
     split, loader = ("test", bundle.test) if has_test else ("val", bundle.val)
+    loader = bounded(loader, cfg.data.test_size, cfg.data.split_seed)  # --test-size
     tta = flip_tta if flip_tta_applies(cfg, bundle) else None
     dtype = resolve_dtype(cfg.train.precision, device)
     result = evaluate(model, tracked(loader, f"final {split} evaluation", progress), device=device,
@@ -44,7 +46,7 @@ def final_results(model: nn.Module, bundle: Any, cfg: RunConfig, fitted: FitResu
                    "val_rmse": row.get("val_rmse"), "val_r2": row.get("val_r2")}
                   if result.rmse is not None else {})
     return {**regression,
-        "split": split, "checkpoint": str(path), "weights": ckpt.meta.get("weights", "model"),
+        "split": split, "test_size": cfg.data.test_size, "checkpoint": str(path), "weights": ckpt.meta.get("weights", "model"),
         "checkpoint_epoch": ckpt.meta.get("epoch"), "tta": tta is not None,
         "loss": result.loss, "top1": result.top1, "top5": result.top5,
         "num_samples": result.num_samples, "num_classes": bundle.num_classes,
