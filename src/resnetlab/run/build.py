@@ -14,7 +14,7 @@ from resnetlab.data import build_data
 from resnetlab.engine.config import DataConfig, RunConfig
 from resnetlab.models.mlp import table_defaults
 from resnetlab.models.registry import create_model, model_info
-from resnetlab.utils.errors import ConfigError, UserError
+from resnetlab.utils.errors import ConfigError, DataError, UserError
 from resnetlab.utils.seed import seed_everything
 
 __all__ = ["make_data", "build_model", "build_data_and_model", "input_size", "check_input_fits",
@@ -89,7 +89,25 @@ def build_data_and_model(cfg: RunConfig, device: torch.device) -> tuple[Any, nn.
                        channels_last=cfg.train.channels_last,
                        in_chans=cfg.model.kwargs.get("in_chans"))
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed only
-    return bundle, build_model(cfg, bundle)
+    model = build_model(cfg, bundle)
+    check_batch_norm_batches(model, bundle, cfg.data.name)
+    return bundle, model
+
+
+def check_batch_norm_batches(model: nn.Module, bundle: Any, data: str) -> None:
+    """BatchNorm cannot normalise a training batch of one sample (torch raises mid-step): say
+    so before training, naming the data or the flag."""
+    train = bundle.train
+    if train is None or getattr(train, "batch_size", 2) > 1 or not any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    if train.num_samples <= 1:
+        rows = "row" if bundle.meta.get("kind") == "table" else "image"
+        raise DataError(f"{data.removeprefix('csv:').removeprefix('folder:')}: "
+                        f"{train.num_samples} training {rows} after the validation hold-out; "
+                        f"BatchNorm needs at least 2 per batch: add {rows}s")
+    raise ConfigError("--batch-size 1: BatchNorm needs at least 2 samples per training batch; "
+                      "use --batch-size 2 or more")
 
 
 def flip_tta_applies(cfg: RunConfig, bundle: Any) -> bool:
