@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 from torch import nn
 
 from resnetlab.utils.errors import DataError, NonFiniteError, storage_error
+from resnetlab.utils.notices import say
 from resnetlab.utils.safeload import load_torch_file
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint_dir",
@@ -448,14 +448,13 @@ def fill_untracked(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Te
 
     Files saved before PyTorch 0.4.1 (e.g. the published CIFAR ResNet-20) have no such keys;
     they count batches seen, carry no weights, and BatchNorm ignores them when momentum is set,
-    so a strict load need not stop on them.  Says so once on stderr.
+    so a strict load need not stop on them.  Says so once (a notice).
     """
     absent = [k for k in own if k.endswith(".num_batches_tracked") and k not in state]
     if not absent:
         return dict(state)
-    print(f"note: {source}: no BatchNorm num_batches_tracked counters ({len(absent)} keys, "
-          "an older PyTorch file); they carry no weights and start at 0", file=sys.stderr,
-          flush=True)
+    say(f"note: {source}: no BatchNorm num_batches_tracked counters ({len(absent)} keys, "
+        "an older PyTorch file); they carry no weights and start at 0")
     return {**state, **{k: own[k] for k in absent}}
 
 

@@ -111,7 +111,7 @@ def write_zoo_table() -> Path:
 
         python -c "from resnetlab.models.summary import write_zoo_table; write_zoo_table()"
     """
-    import resnetlab.models  # noqa: F401  (registers every builder)
-
+    # Every builder is registered already: importing this module ran resnetlab/models/__init__.py
+    # (which imports zoo); importing zoo here would break the models layers contract.
     ZOO_TABLE.write_text(json.dumps(zoo_rows(), indent=1) + "\n")
     return ZOO_TABLE

@@ -12,26 +12,26 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from resnetlab.checkpoint import read_meta, resolve_checkpoint_dir
-from resnetlab.data.tables import regression_std
 from resnetlab.engine import distributed, fit, new_run_dir
 from resnetlab.engine.config import RunConfig, validate
 from resnetlab.engine.loop import FitResult, pick_metric, steps_per_epoch
-from resnetlab.engine.rundir import lock_run_dir
+from resnetlab.engine.rundir import lock_run_dir, made_by_job
 from resnetlab.run.budget import apply_time_budget
 from resnetlab.run.build import as_built, build_data_and_model
 from resnetlab.run.launch import launch
 from resnetlab.run.outputs import final_results, write_outputs
 from resnetlab.run.pretrained import prepare_finetune
 from resnetlab.run.recipes import fresh_name, resume_config
+from resnetlab.run.tasks import task_of
 from resnetlab.utils.device import resolve_device
 from resnetlab.utils.errors import ConfigError, UserError
+from resnetlab.utils.notices import say
 
 __all__ = ["Run", "Interrupted", "train", "resume", "TEST_ON"]
 
@@ -120,9 +120,10 @@ def _restarted_run(cfg: RunConfig) -> Path | None:
     if distributed.restart_count() == 0:
         return None
     run_dir = Path(cfg.runs_dir) / str(cfg.name)
-    found = resolve_checkpoint_dir(run_dir / "checkpoints" / "last") is not None
+    found = (resolve_checkpoint_dir(run_dir / "checkpoints" / "last") is not None
+             and made_by_job(run_dir))  # another job's run (or a user's folder) is not ours
     if found and distributed.is_main():
-        _say(f"torchrun restart {distributed.restart_count()}: resuming {run_dir}")
+        say(f"torchrun restart {distributed.restart_count()}: resuming {run_dir}")
     return run_dir if found else None
 
 
@@ -168,13 +169,10 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None, 
             raise Interrupted(run_dir) from None
     if distributed.is_main():
         if changes:
-            _say("resuming with changed settings: " + ", ".join(changes))
-        _say(f"resuming {run_dir} at step {read_meta(last).get('step')}")
+            say("resuming with changed settings: " + ", ".join(changes))
+        say(f"resuming {run_dir} at step {read_meta(last).get('step')}")
     return _execute(cfg, run_dir, test_on, progress)
 
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bool | None) -> Run:
@@ -189,9 +187,9 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
         bundle, model = build_data_and_model(cfg, device)
         cfg = as_built(cfg, bundle)  # "default" augmentation and flip TTA as this data gets them
         # a fine-tune (cfg.finetune.source): pretrained weights and freeze/BN/lr policies
-        on_epoch_end = prepare_finetune(cfg, model, bundle, device, resume_dir)
-        target_std = regression_std(bundle.meta)  # None: classification
-        pick_metric(cfg.train, has_val=_has_val(bundle), regression=target_std is not None)
+        tuning = prepare_finetune(cfg, model, bundle, device, resume_dir)
+        task = task_of(bundle.meta, bundle.num_classes, bundle.classes)
+        pick_metric(cfg.train, has_val=_has_val(bundle), regression=task.regression)
         steps_per_epoch(bundle.train, info.world_size)
         if resume_dir is None:  # --time-budget fixes train.steps (a resumed run has them)
             cfg = apply_time_budget(cfg, model, bundle, spent_s=time.perf_counter() - start)
@@ -203,7 +201,8 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
                 fitted = fit(model, bundle.train, bundle.val if _has_val(bundle) else None, cfg,
                              run_dir, num_classes=bundle.num_classes, extra_meta=_meta(model, bundle),
                              resume=resume_dir is not None, progress=progress if info.is_main else False,
-                             on_epoch_end=on_epoch_end, target_std=target_std)
+                             on_epoch_end=tuning.on_epoch_end, task=task,
+                             lr_scales=tuning.lr_scales)
                 results = final_results(model, bundle, cfg, fitted, test_on, device,
                                         progress=progress if info.is_main else False)
             except KeyboardInterrupt:
@@ -233,8 +232,12 @@ def _claim_run_dir(cfg: RunConfig, resume_dir: Path | None, main: bool) -> Path:
     if resume_dir is not None:
         return resume_dir
     if main and distributed.restart_count() > 0 and cfg.name:
-        # torchrun restarted a job that died before its first checkpoint: start it again there
-        shutil.rmtree(Path(cfg.runs_dir) / cfg.name, ignore_errors=True)
+        # torchrun restarted a job that died before its first checkpoint: start it again there,
+        # but only in a directory this job made; anything else is never deleted (new_run_dir
+        # then says the name is taken)
+        earlier = Path(cfg.runs_dir) / cfg.name
+        if earlier.is_dir() and made_by_job(earlier):
+            shutil.rmtree(earlier, ignore_errors=True)
     made = new_run_dir(cfg.runs_dir, cfg.name, model=cfg.model.name, data=cfg.data.name) if main else None
     return Path(distributed.broadcast_object(str(made) if made else None))
 

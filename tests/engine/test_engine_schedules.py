@@ -52,11 +52,15 @@ def test_constant_with_warmup_start_fraction_and_purity():
     (ScheduleConfig(name="linear"), "schedule.name"),
     (ScheduleConfig(warmup_epochs=1, warmup_frac=0.1), "both set"),
     (ScheduleConfig(name="step", milestones=[3, 2]), "milestones"),
-    (ScheduleConfig(warmup_frac=1.5), "warm-up"),
+    (ScheduleConfig(warmup_frac=1.5), "warmup_frac 1.5 must be a fraction of all steps in"),
+    (ScheduleConfig(warmup_frac=1.0), r"\[0, 1\)"),
 ])
 def test_bad_schedules_are_config_errors(cfg, match):
+    """Checked once, with the whole config (engine.config.validate), not by lr_schedule."""
+    from resnetlab.engine.config import RunConfig, validate
+
     with pytest.raises(ConfigError, match=match):
-        lr_schedule(cfg, 0.1, 100, 10)
+        validate(RunConfig(schedule=cfg))
 
 
 def test_zero_steps_is_a_config_error():

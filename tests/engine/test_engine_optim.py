@@ -48,10 +48,13 @@ def test_sgd_is_the_paper_recipe_and_adamw_builds():
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.defaults["fused"]
     adamw = build_optimizer(model, OptimConfig(name="adamw", lr=1e-3, betas=(0.9, 0.95)))
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.9, 0.95)
+    # checked once, with the whole config (engine.config.validate), not by build_optimizer
+    from resnetlab.engine.config import RunConfig, validate
+
     with pytest.raises(ConfigError, match="nesterov"):
-        build_optimizer(model, OptimConfig(momentum=0.0, nesterov=True))
+        validate(RunConfig(optim=OptimConfig(momentum=0.0, nesterov=True)))
     with pytest.raises(ConfigError, match="optim.name"):
-        build_optimizer(model, OptimConfig(name="lamb"))
+        validate(RunConfig(optim=OptimConfig(name="lamb")))
 
 
 def reference_step(model: nn.Module, cfg: OptimConfig, x: torch.Tensor) -> dict[str, torch.Tensor]:

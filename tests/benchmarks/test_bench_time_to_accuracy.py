@@ -6,9 +6,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-from test_run_api import write_folder
+from helpers import write_folder
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_accuracy.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "time_to_accuracy.py"
 
 
 def load_bench():

@@ -8,13 +8,12 @@ import pytest
 import safetensors.torch
 import torch
 
-from helpers import cli, one_line_error
+from helpers import FLAGS, cli, one_line_error, tiny_config, write_folder
 from resnetlab import run
 from resnetlab.engine import budget as engine_budget
 from resnetlab.engine.budget import Calibration, calibrate, plan_steps
 from resnetlab.run.build import build_data_and_model
 from resnetlab.utils.duration import format_duration, parse_duration
-from test_run_api import FLAGS, tiny_config, write_folder
 
 
 @pytest.mark.parametrize("text, seconds", [("5m", 300), ("4.5min", 270), ("90s", 90),

@@ -91,9 +91,8 @@ def test_findings_are_computed_from_the_numbers():
 
 
 def test_a_run_is_measured_at_init_and_once_per_distinct_checkpoint(tmp_path, capsys):
-    from helpers import cli
+    from helpers import cli, write_folder
     from resnetlab.analysis.studies import gradflow_targets
-    from test_run_api import write_folder
 
     folder = write_folder(tmp_path / "animals")
     code, _, err = cli(capsys, "train", f"--data=folder:{folder}", "--model", "resnet20",

@@ -11,45 +11,12 @@ import json
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pytest
 import safetensors.torch
-from PIL import Image
 
-from helpers import cli, one_line_error
+from helpers import CLASSES, FLAGS, cli, one_line_error, tiny_config, write_folder
 from resnetlab import run
 from resnetlab.utils.errors import ConfigError
-
-CLASSES = ("ant", "bee", "cat")
-
-
-def write_folder(root: Path, classes=CLASSES, per_class: int = 12, seed: int = 0) -> Path:
-    """Grey 8x8 images whose brightness depends on the class *name* (so any folder that holds a
-    class gets images that look alike)."""
-    rng = np.random.default_rng(seed)
-    for name in classes:
-        level = 40 + 80 * (sum(map(ord, name)) % 3)
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = np.clip(rng.normal(level, 20, (8, 8)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
-
-
-FLAGS = ["--model", "mlp_resnet", "--width-mult", "0.0625", "--set", "num_blocks=1",
-         "--batch-size", "8", "--epochs", "2", "--device", "cpu", "--precision", "fp32",
-         "--deterministic", "--no-progress", "--no-tta", "--seed", "3"]
-
-
-def tiny_config(data: Path, runs: Path, name: str) -> run.RunConfig:
-    """The same run as ``resnetlab train`` with FLAGS, built in Python."""
-    cfg = run.load_recipe("default")
-    cfg.model.name, cfg.model.kwargs = "mlp_resnet", {"width_mult": 0.0625, "num_blocks": 1}
-    cfg.data.name, cfg.data.batch_size = f"folder:{data}", 8
-    cfg.train.epochs, cfg.train.device, cfg.train.precision = 2, "cpu", "fp32"
-    cfg.train.deterministic, cfg.train.tta, cfg.train.seed = True, False, 3
-    cfg.runs_dir, cfg.name = str(runs), name
-    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -221,19 +188,30 @@ def test_recipes_ship_inside_the_package():
         run.load_recipe("nope")
 
 
-def test_the_flag_table_and_the_train_command_agree():
-    """Every flag of the config's one table is a `resnetlab train` option, and every config
-    key without one is reachable with --set section.key=value."""
+def test_every_option_is_a_flag_of_its_command_or_a_set_key():
+    """Every declared flag is an option of `resnetlab train` (or `finetune`, for its own), and
+    every config key without a flag is reachable with --set section.key=value."""
     import inspect
 
-    from resnetlab.cli.train import command
-    from resnetlab.engine.config import FLAGS, apply_overrides, flag_for
+    import yaml
 
-    params = inspect.signature(command).parameters
-    assert [f for f in FLAGS.values() if f[2:].replace("-", "_") not in params] == []
+    from resnetlab.cli import finetune, train
+    from resnetlab.cli.options import flag_overrides
+    from resnetlab.engine.config import OPTIONS, apply_overrides
+
+    commands = {None: train.command, "finetune": finetune.command}
+    for option in OPTIONS.values():
+        if option.flag:
+            assert option.param in inspect.signature(commands[option.only]).parameters, option.flag
     cfg = run.RunConfig()
-    for section in ("data", "optim", "schedule", "train"):
+    for section in ("data", "optim", "schedule", "train", "finetune"):
         for key, value in vars(getattr(cfg, section)).items():
             dotted = f"{section}.{key}"
-            assert flag_for(dotted).startswith("--")
-            assert apply_overrides(cfg, {dotted: value}).to_dict() == cfg.to_dict()
+            if dotted in OPTIONS and OPTIONS[dotted].flag:
+                continue
+            text = yaml.safe_dump(list(value) if isinstance(value, tuple) else value,
+                                  default_flow_style=True).strip().removesuffix("...").strip()
+            overrides = flag_overrides({}, [f"{dotted}={text}"])
+            assert overrides == {dotted: text}
+            assert apply_overrides(cfg, overrides).to_dict() == cfg.to_dict(), dotted
+

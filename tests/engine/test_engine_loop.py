@@ -11,6 +11,9 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from helpers import NUM_CLASSES, CrashAfter, NaNAfter, SeededLoader, blobs, small_net
+from helpers import loop_config as config
+from helpers import loop_run as run
 from resnetlab.checkpoint import load_checkpoint
 from resnetlab.engine import (
     EPOCH_COLUMNS,
@@ -19,96 +22,9 @@ from resnetlab.engine import (
     TrainingDiverged,
     epoch_batches,
     evaluate,
-    fit,
     new_run_dir,
 )
 from resnetlab.utils.errors import ConfigError
-from resnetlab.utils.seed import seeded_generator
-
-NUM_CLASSES = 4
-
-
-def blobs(n: int, seed: int = 0, spread: float = 0.6) -> tuple[torch.Tensor, torch.Tensor]:
-    """Four well-separated classes of 2x6x6 "images": class c shifts one channel up or down."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % NUM_CLASSES
-    shift = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])[y]
-    x = spread * torch.randn(n, 2, 6, 6, generator=g) + shift[:, :, None, None]
-    return x, y
-
-
-class SeededLoader:
-    """Mimics resnetlab's in-memory loader: order and noise depend only on (seed, epoch, batch)."""
-
-    def __init__(self, x, y, batch_size: int, seed: int = 0, noise: float = 0.1):
-        self.x, self.y, self.bs, self.seed, self.noise = x, y, batch_size, seed, noise
-
-    def __len__(self) -> int:
-        return len(self.y) // self.bs
-
-    def epoch(self, epoch: int, start: int = 0):
-        order = torch.randperm(len(self.y), generator=seeded_generator(self.seed, epoch))
-        for b in range(start, len(self)):
-            idx = order[b * self.bs:(b + 1) * self.bs]
-            jitter = torch.randn(self.x[idx].shape, generator=seeded_generator(self.seed, epoch, b))
-            yield self.x[idx] + self.noise * jitter.to(self.x.device), self.y[idx]
-
-    def __iter__(self):
-        return self.epoch(0)
-
-
-class CrashAfter:
-    """A loader that raises after ``n`` batches in total, like a run killed mid-epoch."""
-
-    def __init__(self, loader, n: int):
-        self.loader, self.n = loader, n
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def epoch(self, epoch: int, start: int = 0):
-        for batch in self.loader.epoch(epoch, start):
-            if self.n == 0:
-                raise KeyboardInterrupt("simulated kill")
-            self.n -= 1
-            yield batch
-
-
-class GlobalMean(nn.Module):
-    """Global average pool as a reduction (AdaptiveAvgPool2d's CUDA backward is not deterministic)."""
-
-    def forward(self, x):
-        return x.mean((2, 3))
-
-
-def small_net(dropout: float = 0.0) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Dropout(dropout), GlobalMean(), nn.Linear(8, NUM_CLASSES))
-
-
-def config(**train) -> RunConfig:
-    cfg = RunConfig()
-    cfg.optim.lr = 0.1
-    cfg.schedule.name = "cosine"
-    cfg.schedule.warmup_frac = 0.1
-    cfg.train.device = "cpu"
-    cfg.train.precision = "fp32"
-    cfg.train.log_every = 5
-    for key, value in {"epochs": 3, **train}.items():
-        setattr(cfg.train, key, value)
-    return cfg
-
-
-def run(tmp_path, cfg, train=None, val=None, model=None, name="run", **kw):
-    x, y = blobs(256)
-    train = train if train is not None else SeededLoader(x, y, 32)
-    val = val if val is not None else [blobs(64, seed=1)]
-    model = model if model is not None else small_net()
-    result = fit(model, train, val, cfg, tmp_path / name, num_classes=NUM_CLASSES,
-                 extra_meta={"classes": list("abcd"), "model": {"name": "small"}}, progress=False, **kw)
-    return model, result
 
 
 def test_loss_decreases_and_separable_set_is_learned(tmp_path):
@@ -192,22 +108,6 @@ def test_resume_plain_iterable_skips_batches(tmp_path):
         run(tmp_path, cfg, train=Once(), name="b")
     resumed, _ = run(tmp_path, cfg, train=batches, name="b", resume=True)
     assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in _weights(straight).items())
-
-
-class NaNAfter(nn.Module):
-    """Wraps a model and makes its output NaN from forward call ``start`` on."""
-
-    def __init__(self, model, start: int):
-        super().__init__()
-        self.model, self.start, self.calls = model, start, 0
-
-    def forward(self, x):
-        out = self.model(x)
-        if self.training:
-            self.calls += 1
-            if self.calls > self.start:
-                out = out * float("nan")
-        return out
 
 
 def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path):
@@ -307,8 +207,11 @@ def test_bf16_autocast_channels_last_trains(tmp_path):
     ("label_smoothing", 1.0, "train.label_smoothing"), ("early_stop_metric", "acc", "early_stop_metric"),
 ])
 def test_bad_train_settings_are_config_errors(tmp_path, key, value, match):
+    """Checked once, before any work (engine.config.validate), not again by fit."""
+    from resnetlab.engine.config import validate
+
     with pytest.raises(ConfigError, match=match):
-        run(tmp_path, config(**{key: value}))
+        validate(config(**{key: value}))
 
 
 def test_loader_shorter_than_its_len_is_an_error_not_a_hang(tmp_path):

@@ -8,9 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import NUM_CLASSES, CrashAfter, SeededLoader, blobs, small_net
+from helpers import loop_config as config
 from resnetlab.checkpoint import load_checkpoint
 from resnetlab.engine import TrainingDiverged, fit, loop, open_session
-from test_engine_loop import NUM_CLASSES, CrashAfter, SeededLoader, blobs, config, small_net
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -63,7 +64,7 @@ def test_training_step_never_waits_for_the_gpu(tmp_path):
 
 
 def test_nan_streak_on_cuda_is_skipped_on_device_and_stops(tmp_path):
-    from test_engine_loop import NaNAfter
+    from helpers import NaNAfter
 
     model = NaNAfter(small_net(), start=12)
     with pytest.raises(TrainingDiverged, match="at step 15 "):

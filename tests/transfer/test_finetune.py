@@ -83,8 +83,7 @@ def test_freeze_specs_count_stages_from_the_input():
 def test_lr_scales_give_groups_and_keep_frozen_params_for_later():
     model = create_model("resnet20", num_classes=3)
     ft.freeze(model, "backbone")
-    model.lr_scales = ft.lr_scales(model, 0.1)
-    opt = build_optimizer(model, OptimConfig(lr=0.1))
+    opt = build_optimizer(model, OptimConfig(lr=0.1), lr_scales=ft.lr_scales(model, 0.1))
     scales = {g["lr_scale"] for g in opt.param_groups}
     assert scales == {1.0, 0.1}
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}

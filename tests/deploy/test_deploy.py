@@ -308,7 +308,8 @@ def test_foreign_onnx_with_static_shape_uses_defaults(tmp_path, folder):
     static = tmp_path / "static.onnx"
     torch.onnx.export(net, (torch.zeros(2, 3, 20, 20),), str(static), dynamo=False)
     predictor = Predictor.from_path(static)
-    assert "no resnetlab preprocessing metadata" in predictor.notices[0]
+    assert "unverified" in predictor.notices[0]  # no sidecar recorded a verified export
+    assert "no resnetlab preprocessing metadata" in predictor.notices[1]
     out = predictor.predict([folder / "c0"], k=1)  # 12 images through a fixed batch of 2... padded
     assert len(out) == 12 and out[0].classes[0] in ("0", "1", "2", "3")
     dynamic = tmp_path / "dynamic.onnx"

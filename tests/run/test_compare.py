@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, needs_chromium, one_line_error, render_in_chromium
+from helpers import cli, needs_chromium, one_line_error, render_in_chromium, write_folder
 from resnetlab import run
 from resnetlab.checkpoint import read_meta, resolve_checkpoint_dir
 from resnetlab.run.compare_results import degradation_findings, size_findings
 from resnetlab.utils.errors import UserError
-from test_run_api import write_folder
 
 TINY = ["--width-mult", "0.125", "--batch-size", "8", "--val-size", "8", "--device", "cpu",
         "--precision", "fp32", "--no-progress", "--no-download", "--lr", "0.05", "--train-sizes", "40"]

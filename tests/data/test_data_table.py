@@ -83,7 +83,7 @@ def test_prediction_rows_match_training_features(table):
 @pytest.mark.parametrize("cell,message", [
     ("inf", r"row 5, column 'income': inf is not a finite number"),
     ("abc", r"row 5, column 'income': 'abc' is not a number in a numeric column"),
-])  # empty / NA / nan cells are missing values (filled with the mean): tests/test_tables.py
+])  # empty / NA / nan cells are missing values (filled with the mean): tests/data/test_tables.py
 def test_bad_numeric_cells_name_row_and_column(tmp_path, cell, message):
     rows = [(20 + i, "a", 100.0 + i, i % 2) for i in range(6)]
     rows[3] = (23, "a", cell, 1)  # file row 5 (header is row 1)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import cli, one_line_error
+from helpers import FLAGS, cli, one_line_error, write_folder
+from helpers import loop_config as config
+from helpers import loop_run as run
 from resnetlab.engine import budget as engine_budget
 from resnetlab.engine.schedules import input_size_schedule, resize_batch
 from resnetlab.utils.errors import ConfigError
-from test_engine_loop import config, run
-from test_run_api import FLAGS, write_folder
 
 
 def test_schedule_splits_the_steps_into_equal_phases():
