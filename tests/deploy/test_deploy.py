@@ -263,9 +263,9 @@ def test_predict_streams_in_batches(tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "ckpt", model_state=model.state_dict(),
                     meta={"model": model.build_args, "data": meta, "classes": ["a", "b"]})
     decoded = []
-    real = resnetlab.data.preprocess_inputs
-    monkeypatch.setattr(resnetlab.data, "preprocess_inputs",
-                        lambda files, m: (decoded.append(len(files)), real(files, m))[1])
+    real = resnetlab.data.decode_images  # the image decoding predict and serve share
+    monkeypatch.setattr(resnetlab.data, "decode_images",
+                        lambda files, m, **kw: (decoded.append(len(files)), real(files, m, **kw))[1])
     stream = load_predictor(tmp_path / "ckpt", runtime="torch", batch_size=100).iter_predict(
         [tmp_path / "many"], k=1)
     next(stream)

@@ -124,7 +124,8 @@ def test_mlp_resnet_parameter_count_follows_its_layers():
     model = resnetlab.create_model("mlp_resnet", in_features=inp, num_classes=classes,
                                    num_blocks=blocks, width=width, bottleneck_width=neck)
     bn = 2  # weight + bias per feature; the Linear layers before a BN have no bias
-    per_block = (width * width + bn * width) + (width * neck + bn * neck) + (neck * width + bn * width)
+    # the stem's Dense is the only one outside the skips (issue 23): none inside the blocks
+    per_block = (width * neck + bn * neck) + (neck * width + bn * width)
     expected = inp * width + bn * width + blocks * per_block + width * classes + classes
     assert count_parameters(model) == expected
 
@@ -236,7 +237,7 @@ def test_zero_init_last_makes_every_block_its_skip_path(name, shortcut):
         x, out = tap["x"], tap["out"]
         if b.preact:  # no activation after the addition: the block is the skip itself
             expected_from_skip, expected_from_x = tap["skip"], x
-        elif b.kind == "dense":  # the skip starts after the block's first Dense(width)
+        elif hasattr(b, "fc_in"):  # the seed block: the skip starts after its Dense(width)
             expected_from_skip = torch.relu(tap["skip"])
             expected_from_x = b.act_in(b.norm_in(b.fc_in(x)))
         else:  # post-activation: relu(x + 0)

@@ -151,14 +151,16 @@ def _fingerprint(source: Path) -> str | None:
     return file_sha256(weights)
 
 
-def verified_export(run: Path) -> Path | None:
-    """The run's fastest verified ONNX export for its current checkpoint (int8 first), or None."""
-    return export_status(run)[0]
+def verified_export(run: Path, int8: bool | None = None) -> Path | None:
+    """The run's fastest verified ONNX export for its current checkpoint (int8 first), or None;
+    ``int8=False``: the fp32 export only, ``True``: the int8 one only."""
+    return export_status(run, int8)[0]
 
 
-def export_status(run: Path) -> tuple[Path | None, str | None]:
-    """``(export, notice)``: the run's fastest verified ONNX export, or None with the reason
-    when an export exists but cannot be trusted (its file changed since it was verified)."""
+def export_status(run: Path, int8: bool | None = None) -> tuple[Path | None, str | None]:
+    """``(export, notice)``: the run's fastest verified ONNX export (``int8`` as in
+    :func:`verified_export`), or None with the reason when an export exists but cannot be
+    trusted (its file changed since it was verified)."""
     folder = run / "export"
     sidecar = folder / (FORMATS["onnx"] + ".json")
     if not run.is_dir() or not sidecar.is_file():
@@ -169,10 +171,10 @@ def export_status(run: Path) -> tuple[Path | None, str | None]:
         return None, None
     if not info.get("check", {}).get("ok") or info.get("weights_sha256") != _fingerprint(run):
         return None, None
-    int8 = info.get("int8") or {}
-    if int8.get("kept") and (folder / int8.get("file", "")).is_file():
-        chosen, recorded = folder / int8["file"], int8.get("sha256")
-    elif (folder / FORMATS["onnx"]).is_file():
+    kept = info.get("int8") or {}
+    if kept.get("kept") and (folder / kept.get("file", "")).is_file() and int8 is not False:
+        chosen, recorded = folder / kept["file"], kept.get("sha256")
+    elif (folder / FORMATS["onnx"]).is_file() and not int8:
         chosen, recorded = folder / FORMATS["onnx"], info.get("file_sha256")
     else:
         return None, None

@@ -123,33 +123,68 @@ class Predictor:
         (keyword arguments as :func:`load_predictor`)."""
         return load_predictor(path, **kwargs)
 
-    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities ``(N, K)`` (float32), computed ``batch_size`` rows at a time."""
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw backend outputs (logits, or standardised regression values), float32, computed
+        ``batch_size`` rows at a time."""
         if len(x) == 0:
             return torch.empty(0, len(self.classes))
-        chunks = [self.backend(part) for part in x.split(self.batch_size)]
-        return torch.cat(chunks).softmax(dim=1)
+        return torch.cat([self.backend(part) for part in x.split(self.batch_size)]).float()
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities ``(N, K)`` (float32), computed ``batch_size`` rows at a time."""
+        return self.outputs(x).softmax(dim=1)
 
     def topk(self, x: torch.Tensor, labels: Sequence[str], k: int = 5) -> list[Prediction]:
         """Top-``k`` (at most the number of classes) for a preprocessed batch."""
         if k < 1:
             raise ConfigError(f"--top-k {k}: must be at least 1")
+        return self.predictions(self.outputs(x), labels, k)
+
+    def predictions(self, outputs: torch.Tensor, labels: Sequence[str], k: int = 5
+                    ) -> list[Prediction]:
+        """Top-``k`` from :meth:`outputs` (a regression table: values in target units)."""
         if (self.data_meta or {}).get("task") == "regression":
-            return self._values(x, labels)
-        probs = self.probabilities(x)
+            return self._values(outputs, labels)
+        probs = outputs.softmax(dim=1)
         values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
         return [Prediction(label, [self._name(i) for i in idx.tolist()], idx.tolist(), val.tolist())
                 for label, val, idx in zip(labels, values, indices, strict=True)]
 
-    def _values(self, x: torch.Tensor, labels: Sequence[str]) -> list[Prediction]:
+    def _values(self, z: torch.Tensor, labels: Sequence[str]) -> list[Prediction]:
         """A regression table: outputs mapped from the standardised scale to target units."""
         from resnetlab.data.tables import TableSchema
 
         schema = TableSchema.from_meta(self.data_meta["table"])
-        z = torch.cat([self.backend(part) for part in x.split(self.batch_size)]).float()
         values = schema.to_target_units(z.reshape(-1).numpy()).tolist()
         return [Prediction(label, [schema.target], [0], [1.0], value=v)
                 for label, v in zip(labels, values, strict=True)]
+
+    def preprocess_images(self, sources: Sequence[str | os.PathLike | bytes],
+                          names: Sequence[str] | None = None,
+                          max_pixels: int | None = None) -> torch.Tensor:
+        """Image files or their bytes -> the network's input batch: the one image
+        preprocessing of ``predict`` and ``serve``.  With ``resize_short`` (the ImageNet
+        preset) the short side is resized to it and the centre ``image_size`` cropped, as
+        torchvision's reference eval (resize 256, crop 224) does.  Normalisation is per
+        channel, so cropping after it is exact."""
+        from resnetlab.data import decode_images
+
+        short = self.data_meta.get("resize_short")
+        if not short:
+            return decode_images(sources, self.data_meta, names=names, max_pixels=max_pixels)
+        # covering a short x short square scales the image's short side to exactly ``short``
+        x = decode_images(sources, {**self.data_meta, "image_size": [short, short]},
+                          names=names, max_pixels=max_pixels)
+        (h, w), (sh, sw) = self.data_meta["image_size"], x.shape[-2:]
+        top, left = round((sh - h) / 2), round((sw - w) / 2)
+        return x[..., top:top + h, left:left + w].contiguous()
+
+    def preprocess_records(self, records: Sequence[Any], name: str = "request") -> torch.Tensor:
+        """JSON rows of a table model -> its input batch, through the training schema (the
+        same :func:`resnetlab.data.table_features` as CSV files)."""
+        from resnetlab.data import records_table, table_features
+
+        return table_features(records_table(records, self.data_meta, name), self.data_meta)
 
     def predict(self, inputs: Sequence[str | os.PathLike], k: int = 5) -> list[Prediction]:
         """Top-``k`` for files and folders (searched recursively), preprocessed like training."""
@@ -192,19 +227,11 @@ class Predictor:
         return (torch.cat(parts) if parts else torch.empty(0)), labels
 
     def _decode(self, files: list[Path]) -> tuple[torch.Tensor, list[str]]:
-        """``preprocess_inputs``; with ``resize_short`` (the ImageNet preset) the short side is
-        resized to it and the centre ``image_size`` cropped, as torchvision's reference eval
-        (resize 256, crop 224) does.  Normalisation is per channel, so cropping after it is exact."""
         from resnetlab.data import preprocess_inputs
 
-        short = self.data_meta.get("resize_short")
-        if not short:
-            return preprocess_inputs(files, self.data_meta)
-        # covering a short x short square scales the image's short side to exactly ``short``
-        x, labels = preprocess_inputs(files, {**self.data_meta, "image_size": [short, short]})
-        (h, w), (sh, sw) = self.data_meta["image_size"], x.shape[-2:]
-        top, left = round((sh - h) / 2), round((sw - w) / 2)
-        return x[..., top:top + h, left:left + w].contiguous(), labels
+        if self.data_meta.get("kind") == "image":
+            return self.preprocess_images(files), [str(f) for f in files]
+        return preprocess_inputs(files, self.data_meta)
 
     def _note_conversion(self, files: list[Path]) -> None:
         """State once that images are converted to the network's channel count."""
@@ -256,7 +283,7 @@ def load_predictor(source: str | os.PathLike, *, runtime: str = "auto", device: 
                    num_classes: int | None = None, in_chans: int | None = None,
                    model_kwargs: dict[str, Any] | None = None,
                    data_meta: dict[str, Any] | None = None, batch_size: int = 256,
-                   on_bad_image: str = "error") -> Predictor:
+                   on_bad_image: str = "error", int8: bool | None = None) -> Predictor:
     """A :class:`Predictor` for a run directory, checkpoint, weights file or ``.onnx`` file.
 
     ``runtime``: ``onnx`` (onnxruntime; an ``.onnx`` file, or a run's verified export),
@@ -266,6 +293,8 @@ def load_predictor(source: str | os.PathLike, *, runtime: str = "auto", device: 
     said in ``notices``) and reused by later calls; else torch (also on a GPU device, and when
     the run directory is read-only, with a notice).  ``data_meta`` overrides (or, for bare weights,
     supplies) the preprocessing; bare weights without it get their family's preset.
+    ``int8``: None takes the fastest verified export (int8 when one was kept), False the fp32
+    one only, True requires the run's kept int8 export.
     """
     _check_batch_size(batch_size)
     if runtime not in RUNTIMES:
@@ -282,7 +311,7 @@ def load_predictor(source: str | os.PathLike, *, runtime: str = "auto", device: 
     notices: list[str] = []
     # onnxruntime runs here on the CPU: on a GPU device, auto means torch there
     if not model and (runtime == "onnx" or runtime == "auto" and resolve_device(device).type == "cpu"):
-        export, notices = _fastest_export(path, runtime)
+        export, notices = _fastest_export(path, runtime, int8)
         if export is not None:
             predictor = _onnx_predictor(export, data_meta, batch_size, on_bad_image)
             predictor.notices[:0] = notices
@@ -295,12 +324,17 @@ def load_predictor(source: str | os.PathLike, *, runtime: str = "auto", device: 
                      on_bad_image, notices, runtime="torch")
 
 
-def _fastest_export(path: Path, runtime: str) -> tuple[Path | None, list[str]]:
+def _fastest_export(path: Path, runtime: str, int8: bool | None = None
+                    ) -> tuple[Path | None, list[str]]:
     """The run's verified ONNX export for its current checkpoint, made once when missing
     (onnxruntime fp32 is ~1.4x resnetlab's torch path on CPUs: ``benchmarks/infer.py``)."""
-    export, distrust = export_status(path)
+    export, distrust = export_status(path, int8)
     if export is not None:
         return export, []
+    if int8:
+        why = f" ({distrust.removesuffix('; re-exporting')})" if distrust else ""
+        raise ConfigError(f"{path}: no verified int8 export of its current checkpoint{why}; run "
+                          f"`resnetlab export {path} --format onnx --int8` first")
     export, notices = auto_export(path) if path.is_dir() else (None, [])
     notices[:0] = [distrust] if distrust else []
     if export is None and runtime == "onnx":
