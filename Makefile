@@ -16,7 +16,7 @@ $(PY):
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install --upgrade pip
 	$(PIP) install "$(TORCH_SPEC)"
-	$(PIP) install -e ".[dev,onnx,analysis,tables,serve]"
+	$(PIP) install -e ".[all]"
 	touch $@
 
 # The default data set comes from Debian's `dataset-fashion-mnist`; other machines use
@@ -52,7 +52,7 @@ AVX2_TESTS := tests/layers/test_layers.py tests/engine/test_engine_loop.py tests
 	tests/models/test_models.py::test_forward_backward_every_model
 
 test: setup browser
-	$(PY) -m pytest -q
+	RESNETLAB_TEST_PIP_INSTALL=1 $(PY) -m pytest -q
 	@if [ "$$(uname -m)" = x86_64 ]; then echo "== again with DNNL_MAX_CPU_ISA=AVX2 =="; \
 	  DNNL_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q -p no:cacheprovider \
 	  $(AVX2_TESTS); fi

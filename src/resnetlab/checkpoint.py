@@ -40,6 +40,8 @@ import torch
 from torch import nn
 
 from resnetlab.utils.errors import DataError, NonFiniteError, storage_error
+from resnetlab.utils.notices import say
+from resnetlab.utils.safeload import load_torch_file
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint_dir",
            "read_meta", "nonfinite_tensors", "encode_state", "decode_state"]
@@ -63,11 +65,12 @@ class Checkpoint:
 
     def load_into(self, model: nn.Module, strict: bool = True) -> nn.Module:
         """Copy the weights into ``model``; a mismatch is one line naming the keys."""
-        problems = state_mismatch(model.state_dict(), self.model_state, strict)
+        state = fill_untracked(model.state_dict(), self.model_state, self.path)
+        problems = state_mismatch(model.state_dict(), state, strict)
         if problems:
             raise DataError(f"checkpoint {self.path} does not fit this model: {problems}; "
                             "build the model with the checkpoint's arguments (meta['model'])")
-        model.load_state_dict(self.model_state, strict=strict)
+        model.load_state_dict(state, strict=strict)
         return model
 
 
@@ -310,12 +313,14 @@ def load_checkpoint(path: str | Path, *, train_state: bool = True) -> Checkpoint
         return _load_dir(found, train_state)
     if not path.exists():
         raise DataError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
+    # The content decides, never the name: a CIFAR ``.th`` file is a torch zip like any ``.pt``.
+    kind = "safetensors" if path.suffix == ".safetensors" else sniff_weights_format(path)
+    if kind == "safetensors":
         return _load_safetensors(path, train_state)
-    if path.suffix in PICKLE_SUFFIXES:
+    if kind in ("torch-zip", "torch-pickle"):
         return _load_torch(path)
-    raise DataError(f"{path}: unknown checkpoint type (use a run or checkpoint directory, "
-                    f".safetensors, or {'/'.join(PICKLE_SUFFIXES)})")
+    raise DataError(f"{path}: unknown checkpoint type (use a run or checkpoint directory, a "
+                    "safetensors file, or a torch file such as .pt/.pth/.th)")
 
 
 def _load_dir(dir: Path, with_state: bool) -> Checkpoint:
@@ -401,7 +406,9 @@ def _read_train_state(dir: Path, expected: list[str]) -> dict[str, Any] | None:
 
 def _load_torch(path: Path) -> Checkpoint:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_torch_file(path)  # weights-only, size-capped before anything inflates
+    except DataError:
+        raise
     except Exception as err:  # UnpicklingError for anything beyond tensors and containers
         raise DataError(f"{path}: refused or unreadable as weights-only torch file "
                         f"({_refusal_reason(err)}); if you trust where it came from, re-save "
@@ -411,7 +418,64 @@ def _load_torch(path: Path) -> Checkpoint:
     if state is None:
         raise DataError(f"{path}: no state_dict inside (looked at the top level and under "
                         "'state_dict', 'model', 'model_state_dict', 'module', 'ema')")
-    return Checkpoint(_strip_prefixes(state), None, {}, path)
+    state = _strip_prefixes(state)
+    layout, args = detect_layout(state)
+    # A foreign layout's build arguments (e.g. the CIFAR reimplementation's split padding)
+    # travel in the meta so bare-weights loaders build the network the file was trained as.
+    meta = {"source_layout": layout, "layout_args": args} if args else {}
+    return Checkpoint(to_our_keys(state, layout), None, meta, path)
+
+
+def detect_layout(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
+    """``(layout name, model arguments it implies)`` from the keys alone."""
+    if "linear.weight" in state and "fc.weight" not in state and "layer1.0.conv1.weight" in state:
+        projections = any(".shortcut." in k for k in state)
+        # That reimplementation pads F.pad(x[..., ::2, ::2], (0, 0, 0, 0, C/4, C/4)): split.
+        args = {"shortcut": "B"} if projections else {"shortcut": "A", "shortcut_pad": "split"}
+        return "cifar-reimpl", args
+    if "fc.weight" in state and "layer1.0.conv1.weight" in state:
+        return "torchvision", {}
+    return "unknown", {}
+
+
+def to_our_keys(state: dict[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
+    """``state`` renamed from ``layout``'s keys to ours (only the CIFAR reimplementation
+    differs: its head is ``linear``, its option-B projections ``shortcut.0/1``)."""
+    if layout != "cifar-reimpl":
+        return state
+    return {("fc." + k[len("linear."):] if k.startswith("linear.")
+             else k.replace(".shortcut.", ".downsample.")): v for k, v in state.items()}
+
+
+def fill_untracked(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                   source: str | Path) -> dict[str, torch.Tensor]:
+    """``state`` plus the model's own ``num_batches_tracked`` counters it lacks.
+
+    Files saved before PyTorch 0.4.1 (e.g. the published CIFAR ResNet-20) have no such keys;
+    they count batches seen, carry no weights, and BatchNorm ignores them when momentum is set,
+    so a strict load need not stop on them.  Says so once (a notice).
+    """
+    absent = [k for k in own if k.endswith(".num_batches_tracked") and k not in state]
+    if not absent:
+        return dict(state)
+    say(f"note: {source}: no BatchNorm num_batches_tracked counters ({len(absent)} keys, "
+        "an older PyTorch file); they carry no weights and start at 0")
+    return {**state, **{k: own[k] for k in absent}}
+
+
+def sniff_weights_format(path: Path) -> str:
+    """``"safetensors"``, ``"torch-zip"``, ``"torch-pickle"`` or ``"unknown"``, from the first
+    bytes (the content, not the file name)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04":  # torch.save's default since 1.6 is a zip archive
+        return "torch-zip"
+    # safetensors: little-endian u64 header length, then the JSON header
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    if head[:1] == b"\x80":  # pickle protocol >= 2: torch's legacy (pre-1.6) format
+        return "torch-pickle"
+    return "unknown"
 
 
 def _refusal_reason(err: Exception) -> str:

@@ -101,24 +101,7 @@ def test_wide_resnet_depth_is_the_papers_6n_plus_4(all_rows):
         == [16, 28, 40, 16]
 
 
-def test_a_second_listing_reads_the_cache_and_builds_nothing(capsys, all_rows, monkeypatch):
-    from resnetlab.cli import models as cli_models
-    from resnetlab.models import summary
-
-    assert cli_models.table_cache_path().is_file()  # written by the first listing
-    monkeypatch.setattr(summary, "model_summary", lambda name: pytest.fail(f"built {name}"))
-    code, out, _ = _run(capsys, "models", "--json")
-    assert code == 0 and {r["name"]: r for r in json.loads(out)} == all_rows
-
-
-def test_a_corrupt_cache_is_recounted(capsys, all_rows, monkeypatch):
-    from resnetlab.cli import models as cli_models
-
-    path = cli_models.table_cache_path()
-    path.write_text("{not json")
-    code, out, _ = _run(capsys, "models", "resnet20", "--json")
-    assert code == 0 and json.loads(out)[0]["params"] == all_rows["resnet20"]["params"]
-    assert json.loads(path.read_text())[0]["name"] == "mlp_resnet"  # rewritten whole
+# The listing reads the shipped table and builds nothing: tests/models/test_zoo_table.py.
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -17,11 +17,12 @@ _W = weights_options()
 
 
 def command(
-    source: Annotated[Path, typer.Argument(help="Run directory, checkpoint directory, or .safetensors/.pt/.pth weights.", show_default=False)],
+    source: Annotated[Path, typer.Argument(help="Run directory, checkpoint directory, or .safetensors or torch weights (.pt/.pth/.th...: judged by content, read weights-only).", show_default=False)],
     data: Annotated[str | None, Opt(help="Data set (default: the one the run trained on).")] = None,
     split: Annotated[str, Opt(help="test, val, train (without augmentation) or all (every row of the data).")] = "test",
     data_dir: Annotated[str | None, Opt(help="Where the data set's files are.")] = None,
     batch_size: Annotated[int | None, Opt(help="Evaluation batch size.")] = None,
+    target: Annotated[str | None, Opt(help="Target column of a CSV, as in train; must be the run's own (default: the run's).")] = None,
     tta: Annotated[bool, Opt("--tta/--no-tta", help="Average the image and its mirror.")] = False,
     device: Annotated[str, Opt(help="auto, cpu, cuda, mps.")] = "auto",
     precision: Annotated[str, Opt(help="fp32, bf16, fp16 or auto.")] = "auto",
@@ -40,7 +41,7 @@ def command(
 
     report, bundle = run.evaluate(
         source, data, split, tta, device=device, precision=precision, data_dir=data_dir,
-        batch_size=batch_size, ignore_unknown_classes=ignore_unknown_classes, model=model,
+        batch_size=batch_size, target=target, ignore_unknown_classes=ignore_unknown_classes, model=model,
         num_classes=num_classes, in_chans=in_chans, model_kwargs=parse_set(set_, typed=True))
     if confusion is not None and report.rmse is not None:
         from resnetlab.utils.errors import ConfigError

@@ -14,7 +14,7 @@ _W = weights_options()
 
 
 def command(
-    source: Annotated[Path, typer.Argument(help="Run directory, checkpoint directory, or .safetensors/.pt/.pth weights.", show_default=False)],
+    source: Annotated[Path, typer.Argument(help="Run directory, checkpoint directory, or .safetensors or torch weights (.pt/.pth/.th...: judged by content, read weights-only).", show_default=False)],
     format: Annotated[str, Opt("--format", "-f", help="onnx, torchscript or safetensors.")] = "onnx",
     int8: Annotated[bool, Opt("--int8", help="Also write an int8 ONNX model (static PTQ, calibrated on the training data).")] = False,
     fold_bn: Annotated[bool, Opt("--fold-bn", help="Fold BatchNorm into the preceding convolutions first.")] = False,

@@ -24,7 +24,7 @@ _FROM_SOURCE = ("model.name", "model.kwargs.width_mult", "model.kwargs.shortcut"
 
 def _own(
     ctx: typer.Context,
-    model: Annotated[str | None, Opt(help="Architecture of a weights file that does not name it.", rich_help_panel=F)] = None,
+    model: Annotated[str | None, Opt(help="Architecture of a weights file that does not name it; a run or converted file names its own (a different --model is refused).", rich_help_panel=F)] = None,
     config: Annotated[str | None, Opt(help="Recipe name or YAML file; flags override it. \\[default: default]", rich_help_panel=T)] = None,
     resume: Annotated[Path | None, Opt(help="Continue this fine-tune run.", rich_help_panel=T)] = None,
     progress: Annotated[bool | None, Opt("--progress/--no-progress", help="Progress bar.", rich_help_panel=T)] = None,

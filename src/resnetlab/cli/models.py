@@ -1,17 +1,14 @@
 """``resnetlab models``: the model zoo as a table (or JSON rows for scripts).
 
 Counting all 44 models takes about 15 s of Python on 2 CPU cores (building ResNet-1202 alone is
-1 s), so the table is cached in the user cache under a hash of every source file that shapes a
-model and the torch version: a later listing reads one JSON file and never imports torch.
+1 s), so the rows ship with the package (``models/zoo_table.json``, kept equal to the models by
+a test): a listing reads one JSON file, builds nothing and never imports torch.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
-import os
-from importlib import metadata
 from pathlib import Path
 
 import typer
@@ -50,40 +47,16 @@ def _print_table(rows: list[dict]) -> None:
     console.print(table)
 
 
-def table_cache_path() -> Path:
-    """``<user cache>/resnetlab/models-<hash>.json``; the hash covers models/ and layers/ sources
-    and the torch version, so an edited model is counted afresh, never read stale."""
-    try:
-        digest = hashlib.sha256(metadata.version("torch").encode())
-    except metadata.PackageNotFoundError:  # a source build of torch: no cache key, no cache
-        digest = hashlib.sha256(os.urandom(8))
-    package = Path(__file__).resolve().parents[1]
-    for source in sorted([*package.glob("models/*.py"), *package.glob("layers/*.py")]):
-        digest.update(source.name.encode() + source.read_bytes())
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "resnetlab" / f"models-{digest.hexdigest()[:16]}.json"
-
-
 def zoo_table() -> list[dict]:
-    """Every registered model's row, in ``list_models()`` order: from the cache, or counted
-    on the meta device and cached (a read-only cache only costs the speed-up)."""
-    path = table_cache_path()
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        pass
-    from resnetlab.models import list_models
-    from resnetlab.models.summary import model_summary
+    """Every registered model's row, in ``list_models()`` order, from the table shipped with
+    the package (``models/zoo_table.json``): no model is built and torch is not imported, so a
+    cold listing takes well under a second (counting them took 20-36 s, issue 25)."""
+    return json.loads(_TABLE.read_text())
 
-    rows = [model_summary(name) for name in list_models()]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(f"{path.name}.{os.getpid()}.part")
-        part.write_text(json.dumps(rows))
-        os.replace(part, path)  # atomic: a concurrent listing never reads half a file
-    except OSError:
-        pass
-    return rows
+
+# resnetlab/models/zoo_table.json, found without importing resnetlab.models (which imports
+# torch); written by resnetlab.models.summary.write_zoo_table, checked by tests/models/
+_TABLE = Path(__file__).resolve().parents[1] / "models" / "zoo_table.json"
 
 
 def command(
@@ -92,8 +65,7 @@ def command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON rows (ints, not '1.2M')."),
 ) -> None:
     """List registered models: parameters, multiply-accumulates at the default input size,
-    depth (weight layers as the papers count them), block type and shortcut.  Counted on the
-    meta device once, then read from the user cache."""
+    depth (weight layers as the papers count them), block type and shortcut."""
     if family is not None and family not in FAMILIES:
         raise UserError(f"--family {family!r}: choose one of {', '.join(FAMILIES)}")
     rows = [r for r in zoo_table() if fnmatch.fnmatch(r["name"], pattern)

@@ -22,7 +22,7 @@ _W = weights_options()
 
 
 def command(
-    source: Annotated[Path, typer.Argument(help="Run directory, checkpoint directory, .onnx export, or .safetensors/.pt/.pth weights.", show_default=False)],
+    source: Annotated[Path, typer.Argument(help="Run directory, checkpoint directory, .onnx export, or .safetensors or torch weights (.pt/.pth/.th...: judged by content, read weights-only).", show_default=False)],
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively); CSV files for table models.", show_default=False)],
     top_k: Annotated[int, Opt("--top-k", "-k", help="Classes to show per input.")] = 5,
     json_out: Annotated[bool, Opt("--json", help="Print a JSON array (one object per input, streamed).")] = False,

@@ -19,7 +19,7 @@ import torch
 from resnetlab.utils.errors import ConfigError, DataError
 from resnetlab.utils.seed import seeded_generator
 
-__all__ = ["TensorSource", "StreamSource", "ArrayBatches", "BatchLoader"]
+__all__ = ["TensorSource", "StreamSource", "ArrayBatches", "BatchLoader", "RowsSource", "bounded"]
 
 log = logging.getLogger(__name__)
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -161,3 +161,47 @@ class BatchLoader:
     def __repr__(self) -> str:
         return (f"BatchLoader({self.name}: {self.num_samples} samples, batch {self.batch_size}, "
                 f"{len(self)} batches, {'shuffled' if self.train else 'fixed order'})")
+
+
+class RowsSource:
+    """Rows ``rows`` of another source, in that order (a bounded final test: ``--test-size``)."""
+
+    def __init__(self, source: TensorSource | StreamSource, rows: torch.Tensor):
+        self.source, self.rows = source, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batches(self, chunks: list[torch.Tensor]) -> Iterator[Batch]:
+        return self.source.batches([self.rows[c] for c in chunks])
+
+
+def _class_labels(source: object) -> np.ndarray | None:
+    """The integer labels of a source without reading its images, or None (regression, or a
+    source that cannot say)."""
+    y = getattr(source, "y", None)
+    if y is None:  # streamed: the folder index or the cache's label array
+        dataset = getattr(source, "dataset", None)
+        y = getattr(getattr(dataset, "index", dataset), "labels", None)
+    if y is None:
+        return None
+    y = y.cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    return y if np.issubdtype(y.dtype, np.integer) else None
+
+
+def bounded(loader: BatchLoader, n: int | None, split_seed: int) -> BatchLoader:
+    """``loader`` limited to ``n`` samples: a stratified subset (each class in proportion, fixed
+    by ``split_seed``) kept in file order; evenly spaced rows when there are no class labels.
+    ``loader`` itself when ``n`` is None or not smaller."""
+    if n is None or n >= loader.num_samples:
+        return loader
+    from resnetlab.data.splits import stratified_take
+
+    labels = _class_labels(loader.source)
+    if labels is not None:
+        rows = stratified_take(labels, n, split_seed, "test-size")[0]
+    else:
+        rows = np.unique(np.linspace(0, loader.num_samples - 1, n).round().astype(np.int64))
+    return BatchLoader(RowsSource(loader.source, torch.from_numpy(rows)),
+                       batch_size=loader.batch_size, train=False, seed=loader.seed,
+                       transform=loader.transform, name=f"{loader.name} (--test-size {n})")

@@ -79,13 +79,31 @@ def real_batches(meta: dict[str, Any], split: str, limit: int, batch_size: int =
     bundle = _bundle(meta["name"], source if named else None, meta.get("image_size"),
                      meta.get("in_chans"), batch_size, **extra)
     loader = getattr(bundle, split, None) or bundle.val
+    renorm = _renormalise(bundle.meta, meta)
     out, seen = [], 0
     for x, y in loader.epoch(0):
-        out.append((x[:limit - seen].float().contiguous(), y[:limit - seen]))
+        out.append((renorm(x[:limit - seen].float()).contiguous(), y[:limit - seen]))
         seen += len(out[-1][1])
         if seen >= limit:
             break
     return out
+
+
+def _renormalise(built: dict[str, Any], run: dict[str, Any]
+                 ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Map images normalised with the freshly built data's mean/std to the run's own: a
+    ``--train-size`` run computed its statistics on its subset, and the exported model (and
+    so int8 calibration and its score) expects those."""
+    if built.get("kind") != "image" or not run.get("mean") or built.get("mean") == run.get("mean") \
+            and built.get("std") == run.get("std"):
+        return lambda x: x
+
+    def column(values: Any) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1)
+
+    scale = column(built["std"]) / column(run["std"])
+    shift = (column(built["mean"]) - column(run["mean"])) / column(run["std"])
+    return lambda x: x * scale + shift
 
 
 def _check_batch(loaded: LoadedModel) -> tuple[torch.Tensor, list[str]]:

@@ -86,7 +86,7 @@ def load_model(source: str | os.PathLike, *, model: str | None = None,
     """Rebuild the network stored at ``source`` and load its weights (in eval mode, on the CPU).
 
     ``source`` is a run directory (its ``best`` checkpoint, else ``last``), a checkpoint
-    directory, or a weights file (``.safetensors``; ``.pt/.pth`` only through
+    directory, or a weights file (``.safetensors``; torch files such as ``.pt/.pth/.th``, judged by content, only through
     ``torch.load(weights_only=True)``).  A resnetlab checkpoint names its own model; bare
     weights need ``model`` (a registry name) and, when they were built with non-default
     arguments, ``model_kwargs`` (e.g. ``{"width_mult": 0.5}``).  ``num_classes`` and
@@ -102,7 +102,9 @@ def load_model(source: str | os.PathLike, *, model: str | None = None,
     if stored:
         args = dict(stored)
     elif model:
-        args = _infer_build_args(ckpt, model, num_classes, in_chans, dict(model_kwargs or {}))
+        # A foreign layout's arguments (CIFAR reimplementation: split padding) come first.
+        kwargs = {**ckpt.meta.get("layout_args", {}), **(model_kwargs or {})}
+        args = _infer_build_args(ckpt, model, num_classes, in_chans, kwargs)
     else:
         raise ConfigError(f"{source}: bare weights do not name their architecture; pass --model "
                           "NAME (and --num-classes/--in-chans if they cannot be read off the weights)")

@@ -263,15 +263,16 @@ def list_inputs(inputs: Sequence[str | os.PathLike], meta: dict[str, Any]) -> li
 
 
 def image_channels(path: Path) -> int | None:
-    """1 (grey) or 3 (colour) from the image header alone; None when unreadable."""
+    """1 (grey) or 3 (colour), by the folder probe's rule; None when unreadable."""
     from PIL import Image
+
+    from resnetlab.data.readers.image import is_grey
 
     try:
         with Image.open(path) as img:
-            mode = img.mode
+            return 1 if is_grey(img) else 3  # the rule folders are probed with
     except Exception:  # reported with its path when decoded
         return None
-    return 1 if mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;") else 3
 
 
 RUNTIMES = ("auto", "torch", "onnx")

@@ -47,49 +47,88 @@ class Calibration:
     startup_s: float = 0.0
 
 
+# Calibration gets at most this share of the budget (at least 2 s): a 60 s budget must be
+# refused or planned in seconds, not after minutes of timing (issue 22, item 15).
+CALIBRATION_SHARE = 0.1
+
+
 def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor | None,
-              cfg: RunConfig, *, steps: int = 10, warmup: int = 4) -> Calibration:
+              cfg: RunConfig, *, steps: int = 10, warmup: int = 4,
+              budget_s: float | None = None) -> Calibration:
     """Time ``steps`` training steps (after ``warmup`` untimed ones, which create the oneDNN
     primitives and caches) and two forward passes of ``eval_batch``, on a copy of ``model``
-    with the run's optimiser, precision and memory layout.  ``model`` is left untouched."""
+    with the run's optimiser, precision and memory layout.  ``model`` is left untouched.
+
+    With ``budget_s``, timing stops once it has used ``CALIBRATION_SHARE`` of the budget (the
+    warm-up half of that), keeping at least one warm-up and two timed steps per input size.
+    """
     began = time.perf_counter()
+    cap = None if budget_s is None else max(2.0, CALIBRATION_SHARE * budget_s)
+    deadline = None if cap is None else began + cap
     flags = global_flags()
     scratch = copy.deepcopy(model)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             s = open_session(scratch, train_loader, None, cfg, Path(tmp), num_classes=1,
                              progress=False)
-            step_s, startup_s = _time_schedule(s, cfg.data.progressive_sizes, steps, warmup)
+            step_s, startup_s, timed = _time_schedule(s, cfg.data.progressive_sizes, steps,
+                                                      warmup, deadline)
             image_s = _time_eval(s, eval_batch) if eval_batch is not None else 0.0
     finally:
         restore_flags(flags)
-    return Calibration(step_s, image_s, steps, time.perf_counter() - began, startup_s)
+    return Calibration(step_s, image_s, timed, time.perf_counter() - began, startup_s)
 
 
-def _time_schedule(s, sizes: list[int], steps: int, warmup: int) -> tuple[float, float]:
+def _time_schedule(s, sizes: list[int], steps: int, warmup: int,
+                   deadline: float | None = None) -> tuple[float, float, int]:
     """Seconds per step averaged over a progressive-resizing schedule (each distinct size timed
-    on its own, weighted by its share of the phases), and the warm-ups' extra seconds."""
+    on its own, weighted by its share of the phases), the warm-ups' extra seconds, and the
+    number of timed steps."""
     if not sizes:
-        return _time_steps(s, steps, warmup, None)
-    timed = {size: _time_steps(s, steps, warmup, size) for size in sorted(set(sizes))}
+        return _time_steps(s, steps, warmup, None, deadline)
+    distinct = sorted(set(sizes))
+    timed = {}
+    for k, size in enumerate(distinct):  # each size gets its share of what time is left
+        share = None if deadline is None else (
+            time.perf_counter() + (deadline - time.perf_counter()) / (len(distinct) - k))
+        timed[size] = _time_steps(s, steps, warmup, size, share)
     step_s = sum(timed[size][0] for size in sizes) / len(sizes)
-    return step_s, sum(extra for _, extra in timed.values())
+    return (step_s, sum(extra for _, extra, _ in timed.values()),
+            sum(n for _, _, n in timed.values()))
 
 
-def _time_steps(s, steps: int, warmup: int, size: int | None) -> tuple[float, float]:
-    """Seconds per step over ``steps`` steps after ``warmup`` (small data sets wrap around),
-    at input ``size`` (None: the data's own), and what the warm-up steps took beyond as many
-    timed steps (the first steps at a size create its oneDNN primitives)."""
-    first = start = time.perf_counter()
-    for i, (x, y) in enumerate(_batches(s.train_loader, warmup + steps)):
-        if i == warmup:
-            s.recorder.drain()  # one host sync: the warm-up steps have finished
-            start = time.perf_counter()
+def _late(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() > deadline
+
+
+def _time_steps(s, steps: int, warmup: int, size: int | None,
+                deadline: float | None = None) -> tuple[float, float, int]:
+    """Seconds per step over up to ``steps`` steps after up to ``warmup`` (small data sets
+    wrap around), at input ``size`` (None: the data's own); what the warm-up steps took beyond
+    as many timed steps (the first steps at a size create its oneDNN primitives); and how many
+    steps were timed.  Past half of ``deadline``'s time the warm-up ends; past ``deadline``,
+    the timing (after at least two steps)."""
+    batches = _batches(s.train_loader, warmup + steps)
+    first = time.perf_counter()
+    half = None if deadline is None else first + (deadline - first) / 2
+    warmed = 0
+    for x, y in itertools.islice(batches, warmup):
         train_batch(s, x, y, size)
         s.state.step += 1
+        warmed += 1
+        if _late(half):
+            break
+    s.recorder.drain()  # one host sync: the warm-up steps have finished
+    start, timed = time.perf_counter(), 0
+    for x, y in batches:
+        train_batch(s, x, y, size)
+        s.state.step += 1
+        timed += 1
+        if timed >= steps or (timed >= 2 and _late(deadline)):
+            break
     s.recorder.drain()
-    step_s = (time.perf_counter() - start) / steps
-    return step_s, max(start - first - warmup * step_s, 0.0)
+    step_s = (time.perf_counter() - start) / max(timed, 1)
+    return step_s, max(start - first - warmed * step_s, 0.0), timed
 
 
 def _batches(loader: Iterable, n: int) -> Iterator:

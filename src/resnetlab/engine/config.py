@@ -131,8 +131,11 @@ class DataConfig:
         check=Check(lambda v: (isinstance(v, int) and v >= 0) or (_finite(v) and 0 < v < 1),
                     "must be a count >= 0 or a fraction in (0, 1), e.g. 500 or 0.1"))
     train_size: int | None = opt(None, flag="--train-size", help="Stratified subset of the training split.", check=COUNT, shown="all of it")
+    # issue 22 item 14: a smoke run's final test on a stratified, fixed subset of the test split
+    test_size: int | None = opt(None, flag="--test-size", check=COUNT, shown="the whole test split",
+                                help="Bound the final test to a stratified, fixed subset of this many images (a smoke run); recorded in results.json.")
     augment: str | None = opt(None, flag="--augment", shown="the data's own",
-                              help="Image augmentation: default, none, or e.g. crop:2,flip,erase:0.25 (tables get none).")
+                              help="Image augmentation: default (the data's own: Fashion-MNIST flip, MNIST crop:2, CIFAR crop:4,flip; folders: none, digits must not be mirrored), none, or e.g. crop:2,flip,erase:0.25 (tables get none).")
     target: str | None = opt(None, flag="--target", help="Target column of csv: data.", shown="the last column")
     val_dir: str | None = opt(None, flag="--val-dir", help="Separate validation folder for folder: data.")
     image_size: int | tuple[int, int] | None = opt(None, flag="--image-size", help="Resize folder images to this size.", shown="as stored")
@@ -243,7 +246,7 @@ class TrainConfig:
     log_every: int = opt(50, flag="--log-every", help="Steps between steps.csv rows.", check=Check(COUNT.ok, "must be at least 1 step"))
     checkpoint_every: int | None = opt(None, flag="--checkpoint-every", help="Steps between mid-epoch checkpoints.",
                                        check=Check(_in(0, _INF), "must be >= 0 steps (0 or null: only at epoch ends)"))
-    tta: bool = opt(False, flag="--tta", help="Flip test-time augmentation in the final evaluation.")
+    tta: bool = opt(False, flag="--tta", help="Flip test-time augmentation in the final evaluation (only when training flips: never for a folder without --augment flip).")
     # The run's length in optimiser steps when set: the schedule ends there, not at epochs.
     steps: int | None = opt(None, help="The run's length in optimiser steps (set by --time-budget; the schedule ends there).", check=COUNT)
 
@@ -257,7 +260,8 @@ class FinetuneConfig:
     ``backbone_lr_scale`` multiplies the backbone's learning rate (the head's is ``optim.lr``);
     ``unfreeze_at``: frozen stages train after this many epochs; ``bn_reestimate``: batches of
     the new data that recompute BN statistics before training (0: none).  ``source_classes``
-    records the pretrained classes (filled in by the fine-tune).
+    records the pretrained classes (filled in by the fine-tune); ``keep_head`` keeps the
+    pretrained classifier even when the classes are not matched by name.
     """
 
     source: str | None = opt(None, flag="--from", only="finetune",
@@ -275,6 +279,9 @@ class FinetuneConfig:
     bn_reestimate: int = opt(0, flag="--bn-reestimate", only="finetune", check=Check(_in(0, _INF), "must be a number of batches >= 0"),
                              help="Recompute BN statistics on this many batches of the new data first.")
     source_classes: list[str] = opt(factory=list, help="The pretrained classes (filled in by the fine-tune).")
+    # issue 22 item 5: by default the head is kept only when both sides name the same classes
+    keep_head: bool = opt(False, flag="--keep-head", only="finetune", negatable=False,
+                          help="Keep the pretrained classifier even when the classes are not matched by name (same count, in order). By default it is kept only when both sides name the same classes.")
 
 
 @dataclass

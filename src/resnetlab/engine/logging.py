@@ -158,6 +158,11 @@ def read_metrics(run_dir: str | Path, kind: str = "epoch") -> list[dict[str, Any
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _clock() -> float:
+    """Seconds for the progress heartbeat (a function, so tests can drive it)."""
+    return time.monotonic()
+
+
 class ProgressDisplay:
     """Progress for a run: a rich bar, one plain line per epoch, or nothing.
 
@@ -166,8 +171,15 @@ class ProgressDisplay:
     epoch, step, loss, accuracy, images/s and the ETA of the run.
     """
 
+    # Off a terminal (CI, notebooks, ``| tee``) a plain line at least this often: an epoch can
+    # take minutes on a loaded CPU, and silence that long reads as a hang (issue 22, item 13).
+    HEARTBEAT_S = 10.0
+
     def __init__(self, mode: bool | None, total_steps: int, epochs: int, enabled: bool = True):
-        self.epochs = epochs
+        self.epochs, self.total_steps = epochs, total_steps
+        self._epoch = self._step = 0
+        self._stats = ""
+        self._start = self._last_line = _clock()
         if not enabled or mode is False:
             self.kind = "off"
         else:
@@ -197,19 +209,29 @@ class ProgressDisplay:
         self._progress.start()
 
     def set_position(self, epoch: int, step: int) -> None:
+        self._epoch, self._step = epoch, step
         if self._progress is not None:
             self._progress.update(self._task, completed=step,
                                   description=f"epoch {epoch + 1}/{self.epochs}")
 
     def advance(self) -> None:
+        self._step += 1
         if self._progress is not None:
             self._progress.advance(self._task)
+        elif self.kind == "lines" and _clock() - self._last_line >= self.HEARTBEAT_S:
+            self._line(f"epoch {self._epoch + 1}/{self.epochs}  step {self._step}/"
+                       f"{self.total_steps}{self._stats}  {_clock() - self._start:.0f}s elapsed")
 
     def show_stats(self, loss: float, top1: float, images_per_s: float) -> None:
+        acc = "-" if top1 is None else f"{100 * top1:.2f}%"  # None: a regression
+        self._stats = f"  loss {loss:.4f}  acc {acc}  {images_per_s:,.0f} img/s"
         if self._progress is not None:
-            acc = "-" if top1 is None else f"{100 * top1:.2f}%"  # None: a regression
             self._progress.update(self._task, loss=f"{loss:.4f}", acc=acc,
                                   ips=f"{images_per_s:,.0f}")
+
+    def _line(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+        self._last_line = _clock()
 
     def epoch_done(self, row: dict[str, Any]) -> None:
         if self.kind == "off":
@@ -218,13 +240,14 @@ class ProgressDisplay:
         if self._progress is not None:
             self._progress.console.print(line)
         else:
-            print(line, file=sys.stderr, flush=True)
+            self._line(line)
 
     def message(self, text: str) -> None:
         if self._progress is not None:
             self._progress.console.print(text)
         elif self.kind == "lines":
-            say(text)
+            say(text)  # a notice, through the one channel; it also counts as a sign of life
+            self._last_line = _clock()
 
     def close(self) -> None:
         if self._progress is not None:
@@ -255,9 +278,14 @@ def tracked(batches: Iterable, description: str, mode: bool | None) -> Iterator:
                 bar.advance(task)
         return
     print(f"{description} ...", file=sys.stderr, flush=True)
+    last = _clock()
     for batch in batches:
         count += 1
         yield batch
+        if _clock() - last >= ProgressDisplay.HEARTBEAT_S:  # a long pass is not a hang
+            print(f"{description}: {count} batches, {time.perf_counter() - start:.0f}s",
+                  file=sys.stderr, flush=True)
+            last = _clock()
     print(f"{description}: {count} batches in {time.perf_counter() - start:.1f}s",
           file=sys.stderr, flush=True)
 

@@ -2,11 +2,15 @@
 
 Models are built on the ``meta`` device and counted under ``FlopCounterMode``, so a table of
 every model costs no real memory (ResNet-1202 included).  Building all 44 still takes Python
-about 15 s on 2 CPU cores; ``resnetlab models`` caches the table (see ``cli/models.py``).
+about 15 s on 2 CPU cores, so ``resnetlab models`` reads the rows from ``zoo_table.json``,
+shipped with the package and written by :func:`write_zoo_table` (a test checks
+that it equals :func:`zoo_rows` for every registered model).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +21,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from resnetlab.models.registry import create_model, model_info
 
-__all__ = ["count_parameters", "count_macs", "weight_depth", "model_summary"]
+__all__ = ["count_parameters", "count_macs", "weight_depth", "model_summary", "zoo_rows",
+           "write_zoo_table", "ZOO_TABLE"]
+
+# The listing's rows, shipped as package data next to this file.
+ZOO_TABLE = Path(__file__).with_name("zoo_table.json")
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -89,3 +97,21 @@ def model_summary(name: str, **kwargs: Any) -> dict[str, Any]:
     }
 
 
+
+
+def zoo_rows() -> list[dict[str, Any]]:
+    """:func:`model_summary` of every registered model, in ``list_models()`` order."""
+    from resnetlab.models.registry import list_models
+
+    return [model_summary(name) for name in list_models()]
+
+
+def write_zoo_table() -> Path:
+    """Refresh the shipped table after registering or changing a model::
+
+        python -c "from resnetlab.models.summary import write_zoo_table; write_zoo_table()"
+    """
+    # Every builder is registered already: importing this module ran resnetlab/models/__init__.py
+    # (which imports zoo); importing zoo here would break the models layers contract.
+    ZOO_TABLE.write_text(json.dumps(zoo_rows(), indent=1) + "\n")
+    return ZOO_TABLE

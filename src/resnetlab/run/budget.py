@@ -20,9 +20,13 @@ from resnetlab.engine import distributed
 from resnetlab.engine.budget import MIN_STEPS, Calibration, calibrate, plan_steps
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.session import steps_per_epoch
+from resnetlab.run.build import flip_tta_applies
 from resnetlab.utils.duration import format_duration, parse_duration
 from resnetlab.utils.errors import ConfigError
 from resnetlab.utils.notices import say
+
+# plan_steps' fixed cost of every run (final checkpoint load, plots, exit), in seconds
+FIXED_S = 4.0
 
 __all__ = ["apply_time_budget", "budget_label"]
 
@@ -37,9 +41,14 @@ def apply_time_budget(cfg: RunConfig, model: nn.Module, bundle: Any, *, spent_s:
     budget_s = parse_duration(tc.time_budget)
     per_epoch = steps_per_epoch(bundle.train, distributed.dist_info().world_size)
     evals = [loader for loader in (bundle.val, bundle.test) if _size(loader)]
-    cal = calibrate(model, bundle.train, next(iter(evals[0]))[0] if evals else None, cfg)
-    views = 2 if tc.tta and len(bundle.input_shape) == 3 else 1  # flip TTA: image + mirror
-    final = _size(bundle.test) or _size(bundle.val)
+    if spent_s + FIXED_S >= budget_s:  # loading alone used it up: say so before timing
+        raise ConfigError(f"--time-budget {tc.time_budget}: only 0 training steps fit (reading "
+                          f"the data took {spent_s:.0f} s of it); give more time, or less data "
+                          "(--train-size)")
+    cal = calibrate(model, bundle.train, next(iter(evals[0]))[0] if evals else None, cfg,
+                    budget_s=budget_s)
+    views = 2 if flip_tta_applies(cfg, bundle) else 1  # flip TTA: image + mirror
+    final = min(_size(bundle.test) or _size(bundle.val), cfg.data.test_size or math.inf)
     spent_s += cal.calibrate_s + cal.startup_s  # the run pays the warm-up steps' extra again
     steps = plan_steps(budget_s, spent_s, cal, per_epoch=per_epoch,
                        val_images=_size(bundle.val), final_images=final * views)

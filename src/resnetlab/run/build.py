@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -13,10 +14,11 @@ from resnetlab.data import build_data
 from resnetlab.engine.config import DataConfig, RunConfig
 from resnetlab.models.mlp import table_defaults
 from resnetlab.models.registry import create_model, model_info
-from resnetlab.utils.errors import ConfigError, UserError
+from resnetlab.utils.errors import ConfigError, DataError, UserError
 from resnetlab.utils.seed import seed_everything
 
-__all__ = ["make_data", "build_model", "build_data_and_model", "input_size", "check_input_fits"]
+__all__ = ["make_data", "build_model", "build_data_and_model", "input_size", "check_input_fits",
+           "flip_tta_applies", "as_built"]
 
 
 def make_data(data_cfg: DataConfig, *, seed: int, device: torch.device, channels_last: bool,
@@ -87,4 +89,46 @@ def build_data_and_model(cfg: RunConfig, device: torch.device) -> tuple[Any, nn.
                        channels_last=cfg.train.channels_last,
                        in_chans=cfg.model.kwargs.get("in_chans"))
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed only
-    return bundle, build_model(cfg, bundle)
+    model = build_model(cfg, bundle)
+    check_batch_norm_batches(model, bundle, cfg.data.name)
+    return bundle, model
+
+
+def check_batch_norm_batches(model: nn.Module, bundle: Any, data: str) -> None:
+    """BatchNorm cannot normalise a training batch of one sample (torch raises mid-step): say
+    so before training, naming the data or the flag."""
+    train = bundle.train
+    if train is None or getattr(train, "batch_size", 2) > 1 or not any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    if train.num_samples <= 1:
+        rows = "row" if bundle.meta.get("kind") == "table" else "image"
+        raise DataError(f"{data.removeprefix('csv:').removeprefix('folder:')}: "
+                        f"{train.num_samples} training {rows} after the validation hold-out; "
+                        f"BatchNorm needs at least 2 per batch: add {rows}s")
+    raise ConfigError("--batch-size 1: BatchNorm needs at least 2 samples per training batch; "
+                      "use --batch-size 2 or more")
+
+
+def flip_tta_applies(cfg: RunConfig, bundle: Any) -> bool:
+    """Flip test-time augmentation averages an image and its mirror: only meaningful for a
+    network trained on mirrored images.  So ``train.tta`` applies only when the training
+    augmentation flips (Fashion-MNIST and CIFAR by default; a folder only with ``--augment
+    flip``: digits and text must not be mirrored)."""
+    return (cfg.train.tta and len(bundle.input_shape) == 3
+            and "flip" in str(bundle.meta.get("augment", "")).split(","))
+
+
+def as_built(cfg: RunConfig, bundle: Any) -> RunConfig:
+    """``cfg`` with ``data.augment`` and ``train.tta`` as the data really gets them, so the
+    run's config.yaml says what happened (``default`` becomes e.g. ``flip`` or ``none``) and
+    ``--config RUN/config.yaml`` repeats it.  Tables keep their config (they are never
+    augmented)."""
+    if bundle.meta.get("kind") != "image" or "augment" not in bundle.meta:
+        return cfg
+    augment, tta = str(bundle.meta["augment"]), flip_tta_applies(cfg, bundle)
+    if (augment, tta) == (cfg.data.augment, cfg.train.tta):
+        return cfg
+    out = copy.deepcopy(cfg)
+    out.data.augment, out.train.tta = augment, tta
+    return out

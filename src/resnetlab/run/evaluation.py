@@ -154,18 +154,36 @@ def data_for(loaded: LoadedModel, data: str | None, *, split: str, data_dir: str
     return bundle
 
 
+def _check_target(loaded: LoadedModel, target: str | None) -> None:
+    """``--target`` names the column to score against: a table run knows only its own."""
+    if target is None:
+        return
+    own = ((loaded.data_meta or {}).get("table") or {}).get("target")
+    if own is None:
+        raise ConfigError(f"--target {target}: {loaded.source} was not trained on a CSV table; "
+                          "drop --target")
+    if target != own:
+        raise ConfigError(f"--target {target}: {loaded.source} was trained to predict column "
+                          f"{own!r}; pass --target {own} (or drop --target)")
+
+
 def evaluate(source: Any, data: str | None = None, split: str = "test", tta: bool = False, *,
              device: str = "auto", precision: str = "auto", data_dir: str | None = None,
-             batch_size: int | None = None, ignore_unknown_classes: bool = False,
-             progress: bool | None = False, **weights: Any) -> tuple[EvalReport, Any]:
+             batch_size: int | None = None, target: str | None = None,
+             ignore_unknown_classes: bool = False, progress: bool | None = False,
+             **weights: Any) -> tuple[EvalReport, Any]:
     """Score a run (a :class:`~resnetlab.run.Run`, its directory, a checkpoint or weights file)
     on ``split`` of ``data`` (default: the data it was trained on).
 
+    ``target`` (a CSV's column) must be the run's own, if given.
     ``weights`` (``model``, ``num_classes``, ``in_chans``, ``model_kwargs``) rebuild bare weights.
     Returns the report and the data bundle it was computed on.
     """
+    if batch_size is not None and batch_size < 1:  # eval's flag, not train's --eval-batch-size
+        raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
     path = getattr(source, "run_dir", source)
     loaded = load_model(os.fspath(path), **weights)
+    _check_target(loaded, target)
     dev = resolve_device(device)
     bundle = data_for(loaded, data, split=split, data_dir=data_dir, batch_size=batch_size, device=dev)
     named = bool(loaded.meta.get("classes"))  # bare weights know no names: compare by position

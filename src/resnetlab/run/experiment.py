@@ -23,7 +23,7 @@ from resnetlab.engine.config import RunConfig, validate
 from resnetlab.engine.loop import FitResult, pick_metric, steps_per_epoch
 from resnetlab.engine.rundir import lock_run_dir, made_by_job
 from resnetlab.run.budget import apply_time_budget
-from resnetlab.run.build import build_data_and_model
+from resnetlab.run.build import as_built, build_data_and_model
 from resnetlab.run.launch import launch
 from resnetlab.run.outputs import final_results, write_outputs
 from resnetlab.run.pretrained import prepare_finetune
@@ -185,6 +185,7 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
     info, device = distributed.init_distributed(resolve_device(cfg.train.device))
     try:
         bundle, model = build_data_and_model(cfg, device)
+        cfg = as_built(cfg, bundle)  # "default" augmentation and flip TTA as this data gets them
         # a fine-tune (cfg.finetune.source): pretrained weights and freeze/BN/lr policies
         tuning = prepare_finetune(cfg, model, bundle, device, resume_dir)
         task = task_of(bundle.meta, bundle.num_classes, bundle.classes)

@@ -13,10 +13,12 @@ from torch import nn
 from resnetlab.analysis import plot_confusion, plot_curves
 from resnetlab.checkpoint import load_checkpoint
 from resnetlab.data import flip_tta
+from resnetlab.data.loaders import bounded
 from resnetlab.engine import evaluate
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.logging import tracked
 from resnetlab.engine.loop import FitResult
+from resnetlab.run.build import flip_tta_applies
 from resnetlab.run.tasks import task_of
 from resnetlab.utils.device import cpu_model, resolve_dtype
 
@@ -31,7 +33,8 @@ def final_results(model: nn.Module, bundle: Any, cfg: RunConfig, fitted: FitResu
     ckpt.load_into(model)
     has_test = bundle.test is not None and bundle.test.num_samples > 0
     split, loader = ("test", bundle.test) if has_test else ("val", bundle.val)
-    tta = flip_tta if cfg.train.tta and len(bundle.input_shape) == 3 else None
+    loader = bounded(loader, cfg.data.test_size, cfg.data.split_seed)  # --test-size
+    tta = flip_tta if flip_tta_applies(cfg, bundle) else None
     dtype = resolve_dtype(cfg.train.precision, device)
     result = evaluate(model, tracked(loader, f"final {split} evaluation", progress), device=device,
                       dtype=dtype, num_classes=bundle.num_classes, tta=tta,
@@ -44,7 +47,7 @@ def final_results(model: nn.Module, bundle: Any, cfg: RunConfig, fitted: FitResu
                    "val_rmse": row.get("val_rmse"), "val_r2": row.get("val_r2")}
                   if result.rmse is not None else {})
     return {**regression,
-        "split": split, "checkpoint": str(path), "weights": ckpt.meta.get("weights", "model"),
+        "split": split, "test_size": cfg.data.test_size, "checkpoint": str(path), "weights": ckpt.meta.get("weights", "model"),
         "checkpoint_epoch": ckpt.meta.get("epoch"), "tta": tta is not None,
         "loss": result.loss, "top1": result.top1, "top5": result.top5,
         "num_samples": result.num_samples, "num_classes": bundle.num_classes,

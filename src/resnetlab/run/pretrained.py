@@ -47,6 +47,8 @@ class Source:
     build_args: dict[str, Any]
     classes: list[str]
     data_meta: dict[str, Any] | None
+    named: bool = True  # False: the file names no classes; ``classes`` are made-up indices
+    names_model: bool = True  # the source states its architecture (a run, a converted file)
 
 
 def read_source(source: str, model: str | None = None) -> Source:
@@ -57,12 +59,19 @@ def read_source(source: str, model: str | None = None) -> Source:
         raise ConfigError(f"--from {source}: no such run directory or weights file")
     if path.is_dir():
         loaded = load_model(str(path))
-        return Source(loaded.model.state_dict(), dict(loaded.build_args), list(loaded.classes),
-                      loaded.data_meta)
-    net, args, weights = load_pretrained(path, model, strict=False)
-    count = int(args.get("num_classes", 0) or 0)
-    classes = [str(c) for c in weights.meta.get("classes") or range(count)]
-    return Source(net.state_dict(), dict(args), classes, weights.meta.get("data"))
+        src = Source(loaded.model.state_dict(), dict(loaded.build_args), list(loaded.classes),
+                     loaded.data_meta, bool(loaded.meta.get("classes")))
+    else:
+        net, args, weights = load_pretrained(path, model, strict=False)
+        count = int(args.get("num_classes", 0) or 0)
+        classes = [str(c) for c in weights.meta.get("classes") or range(count)]
+        src = Source(net.state_dict(), dict(args), classes, weights.meta.get("data"),
+                     bool(weights.meta.get("classes")), bool(weights.meta.get("model")))
+    if model and src.names_model and model != src.build_args["name"]:
+        # a run or converted file names its own architecture; never train another one quietly
+        raise ConfigError(f"--model {model}: {source} holds a {src.build_args['name']}, which "
+                          "a fine-tune continues; drop --model (or train a new network)")
+    return src
 
 
 
@@ -99,8 +108,11 @@ def prepare_finetune(cfg: RunConfig, model: nn.Module, bundle: Any, device: torc
     if resume_dir is None:
         src = read_source(ft.source, cfg.model.name)
         ft.source_classes = list(src.classes)  # saved in config.yaml with the run
+        say(f"loading {src.build_args['name']} weights ({len(src.state)} tensors) from "
+             f"{ft.source}")
         for notice in [*transplant(model, src.state, source_classes=src.classes,
-                                   classes=bundle.classes), _size_notice(src, bundle)]:
+                                   classes=bundle.classes, named=src.named,
+                                   keep_head=ft.keep_head), _size_notice(src, bundle)]:
             if notice:
                 say(notice)
         if ft.bn_reestimate:

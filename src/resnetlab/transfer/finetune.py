@@ -5,7 +5,7 @@ Every function works on the model interface of DESIGN.md (``named_stages()`` fro
 applies to CIFAR and ImageNet ResNets and to the MLP-ResNet.
 
 * :func:`transplant` copies a source state_dict into a network built for the new data: the head
-  is kept only when the class lists are equal, the first layer is adapted between RGB and
+  is kept only when the class lists are equal and really named (or ``--keep-head``), the first layer is adapted between RGB and
   grayscale (filters summed or replicated, scaled), and each change is one notice line.
 * :func:`freeze` (``none | stem | stages:K | backbone``, counted from the input) turns
   ``requires_grad`` off; :func:`freeze_bn` keeps BatchNorm in eval mode with fixed gamma/beta.
@@ -26,7 +26,7 @@ from resnetlab.utils.errors import ConfigError
 
 __all__ = ["FREEZE_CHOICES", "BN_CHOICES", "parse_freeze", "frozen_stage_names", "freeze",
            "unfreeze", "freeze_bn", "lr_scales", "reestimate_bn", "adapt_first_weight",
-           "transplant", "head_param_names"]
+           "transplant", "head_param_names", "head_decision"]
 
 FREEZE_CHOICES = "none, stem, stages:K or backbone"
 BN_CHOICES = ("train", "frozen")
@@ -178,23 +178,49 @@ def _first_weight_name(model: nn.Module) -> str:
     return next(k for k, v in model.state_dict().items() if v.ndim >= 2)
 
 
+def head_decision(source_classes: list[str], classes: list[str], *, named: bool,
+                  force: bool = False) -> tuple[bool, str]:
+    """``(keep the pretrained head?, the notice saying why)``.
+
+    A head is kept only when the class lists are equal *and* the source's names are real:
+    weights that carry no names get indices "0".."N-1", which would match a folder of digits
+    and turn CIFAR's "airplane" into "0".  ``force`` (``--keep-head``) keeps it whenever the
+    class counts agree.
+    """
+    src, new = [str(c) for c in source_classes], [str(c) for c in classes]
+    indices = src == [str(i) for i in range(len(src))]
+    if force:
+        if len(src) != len(new):
+            raise ConfigError(f"--keep-head: the pretrained head has {len(src)} outputs but the "
+                              f"data has {len(new)} classes; drop --keep-head")
+        return True, (f"keeping the pretrained head (--keep-head): its outputs {_names(src)} "
+                      f"become {_names(new)} in that order")
+    if src == new and named and not indices:
+        return True, f"keeping the pretrained head: the classes match by name, {_names(src)}"
+    why = ("the source's classes are unnamed indices, so a match by name means nothing"
+           if src == new else "the classes differ")
+    return False, (f"replacing the head: {_names(src)} -> {_names(new)} ({why}"
+                   + ("; pass --keep-head to keep it)" if len(src) == len(new) else ")"))
+
+
 def transplant(model: nn.Module, state: Mapping[str, torch.Tensor], *,
-               source_classes: list[str], classes: list[str]) -> list[str]:
+               source_classes: list[str], classes: list[str], named: bool = True,
+               keep_head: bool = False) -> list[str]:
     """Copy ``state`` into ``model`` (built for the new data); returns one notice per change.
 
-    The head is copied only when the class lists are equal; the first conv is adapted between
-    1 and N channels.  Any other missing or mis-shaped key is a :class:`ConfigError`.
+    The head follows :func:`head_decision` (``named``: the source's classes are its own names,
+    not made up; ``keep_head`` forces it); the first conv is adapted between 1 and N channels.
+    Any other missing or mis-shaped key is a :class:`ConfigError`.
     """
-    own, notices = model.state_dict(), []
+    own = model.state_dict()
     head = {n for n in own if n.rsplit(".", 1)[0] in
             {h.rsplit(".", 1)[0] for h in head_param_names(model)}}
-    keep_head = [str(c) for c in source_classes] == [str(c) for c in classes]
-    if not keep_head:
-        notices.append(f"replacing the head: {_names(source_classes)} -> {_names(classes)}")
+    keep, why = head_decision(source_classes, classes, named=named, force=keep_head)
+    notices = [why]
     first = _first_weight_name(model)
     out = {}
     for key, value in own.items():
-        if key in head and not keep_head:
+        if key in head and not keep:
             out[key] = value
             continue
         if key not in state:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from resnetlab.checkpoint import fill_untracked
 from resnetlab.models.registry import create_model, list_models
 from resnetlab.transfer.weights import WeightsFile, check_fit, file_sha256, read_weights
 from resnetlab.utils.errors import ConfigError
@@ -107,6 +108,7 @@ def load_pretrained(path: str | Path, model: str | None = None, *, strict: bool 
                           f"(layout {weights.layout}); pass --model NAME")
     args = build_args_for(weights, name, overrides)
     net = create_model(name, **{k: v for k, v in args.items() if k != "name"})
+    weights.state = fill_untracked(net.state_dict(), weights.state, weights.path)
     check_fit(weights.path, net.state_dict(), weights.state, strict)
     net.load_state_dict(weights.state, strict=False)
     return net.eval(), args, weights

@@ -27,9 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from resnetlab.checkpoint import detect_layout, fill_untracked, sniff_weights_format, to_our_keys
 from resnetlab.layers.shortcut import ZeroPadShortcut
 from resnetlab.utils.errors import DataError
 from resnetlab.utils.files import file_sha256
+from resnetlab.utils.safeload import load_torch_file
 
 __all__ = ["WeightsFile", "read_weights", "read_state_dict", "detect_layout", "check_fit",
            "load_weights", "file_sha256"]
@@ -58,17 +60,11 @@ class WeightsFile:
 
 def sniff_format(path: Path) -> str:
     """``"safetensors"``, ``"torch-zip"`` or ``"torch-pickle"``, from the first bytes."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[:4] == b"PK\x03\x04":  # torch.save's default since 1.6 is a zip archive
-        return "torch-zip"
-    # safetensors: little-endian u64 header length, then the JSON header
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
-        return "safetensors"
-    if head[:1] == b"\x80":  # pickle protocol >= 2: torch's legacy (pre-1.6) format
-        return "torch-pickle"
-    raise DataError(f"{path}: unknown weights format (neither safetensors nor a torch zip or "
-                    "pickle file); export the weights with safetensors or torch.save")
+    kind = sniff_weights_format(path)
+    if kind == "unknown":
+        raise DataError(f"{path}: unknown weights format (neither safetensors nor a torch zip or "
+                        "pickle file); export the weights with safetensors or torch.save")
+    return kind
 
 
 def _refusal(path: Path, err: Exception) -> DataError:
@@ -81,10 +77,9 @@ def _refusal(path: Path, err: Exception) -> DataError:
 
 def _torch_load(path: Path) -> object:
     try:
-        # An open file, not the path: torch.load hands paths ending in .safetensors to the
-        # safetensors reader, and the content, not the name, decides here.
-        with open(path, "rb") as f:
-            return torch.load(f, map_location="cpu", weights_only=True)
+        return load_torch_file(path)  # weights-only, size-capped before anything inflates
+    except DataError:
+        raise
     except pickle.UnpicklingError as err:
         raise _refusal(path, err) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
@@ -149,26 +144,6 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return _strip_prefixes(state), meta
 
 
-def detect_layout(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
-    """``(layout name, model arguments it implies)`` from the keys alone."""
-    if "linear.weight" in state and "fc.weight" not in state and "layer1.0.conv1.weight" in state:
-        projections = any(".shortcut." in k for k in state)
-        # That reimplementation pads F.pad(x[..., ::2, ::2], (0, 0, 0, 0, C/4, C/4)): split.
-        args = {"shortcut": "B"} if projections else {"shortcut": "A", "shortcut_pad": "split"}
-        return "cifar-reimpl", args
-    if "fc.weight" in state and "layer1.0.conv1.weight" in state:
-        return "torchvision", {}
-    return "unknown", {}
-
-
-def _to_our_keys(state: dict[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
-    if layout != "cifar-reimpl":
-        return state
-    # Its head is ``linear``; its option-B projections are ``shortcut.0/1`` (ours: downsample).
-    return {("fc." + k[len("linear."):] if k.startswith("linear.")
-             else k.replace(".shortcut.", ".downsample.")): v for k, v in state.items()}
-
-
 def read_weights(path: str | Path) -> WeightsFile:
     """Read ``path`` safely, detect its layout and rename its keys to ours."""
     path = Path(path)
@@ -176,7 +151,7 @@ def read_weights(path: str | Path) -> WeightsFile:
     layout, args = detect_layout(state)
     if meta.get("model"):
         layout = "resnetlab"
-    return WeightsFile(path, _to_our_keys(state, layout), layout, args, meta)
+    return WeightsFile(path, to_our_keys(state, layout), layout, args, meta)
 
 
 def _listing(keys: list[str], limit: int = 5) -> str:
@@ -226,7 +201,8 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True,
     """
     weights = read_weights(path)
     _check_padding(weights.path, model, weights)
-    state, own = weights.state, model.state_dict()
+    own = model.state_dict()
+    state = fill_untracked(own, weights.state, weights.path)
     expected = own
     if drop_head:
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}

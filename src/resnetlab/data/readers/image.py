@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 from resnetlab.utils.errors import ConfigError, DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "ALPHA_BACKGROUND", "ImageTooLargeError", "decode_image", "probe_images",
-           "convert_mode", "fit_size"]
+           "convert_mode", "fit_size", "is_grey"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -29,10 +29,15 @@ _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"
 ALPHA_BACKGROUND = 0
 
 
-def _is_grey(img: Image.Image) -> bool:
-    if img.mode == "P":
+def is_grey(img: Image.Image) -> bool:
+    """True for grey modes, and for palette images whose *used* entries are all grey: editors
+    save grey pictures on the 216-colour web palette, whose other entries are colour."""
+    if img.mode in ("P", "PA"):
         palette = np.asarray(img.getpalette() or [0, 0, 0], dtype=np.int64).reshape(-1, 3)
-        return bool((palette == palette[:, :1]).all())
+        used = [i for _, i in img.getcolors(256) or []] if img.mode == "P" else []
+        # getcolors needs the pixels (a decode); fall back to the whole palette when it cannot
+        rows = palette[[i for i in used if i < len(palette)]] if used else palette
+        return bool((rows == rows[:, :1]).all())
     return img.mode in _GREY_MODES
 
 
@@ -120,7 +125,7 @@ def probe_images(files: list[Path], limit: int = 256) -> tuple[int, tuple[int, i
     for path in files[::step][:limit]:
         try:
             with Image.open(path) as img:
-                colour |= not _is_grey(img)
+                colour |= not is_grey(img)
                 width, height = img.size
                 if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
                     width, height = height, width

@@ -74,7 +74,9 @@ def read_csv(path: str | Path) -> Table:
                 lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path}: cannot read CSV ({err})") from None
-    if not header or len(set(header)) != len(header) or "" in header:
+    if not header:
+        raise DataError(f"{path}: the file is empty (it needs a header row, then data rows)")
+    if len(set(header)) != len(header) or "" in header:
         raise DataError(f"{path}: the first row must be a header of unique, non-empty names")
     if not rows:
         raise DataError(f"{path}: empty data set (no data rows under the header)")
