@@ -120,10 +120,6 @@ class TableSchema:
                    meta.get("task", "classification"), float(meta.get("target_mean", 0.0)),
                    float(meta.get("target_std", 1.0)))
 
-    def to_target_units(self, z: np.ndarray) -> np.ndarray:
-        """Standardised model outputs -> values of the target column (regression)."""
-        return z * self.target_std + self.target_mean
-
     def features(self, table: Table) -> np.ndarray:
         """``(N, F)`` float32 features of every row of ``table`` (the target column is ignored)."""
         parts = []

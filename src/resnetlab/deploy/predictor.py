@@ -21,6 +21,7 @@ from torch import nn
 
 from resnetlab.deploy.export import auto_export, check_onnx_file, export_status
 from resnetlab.deploy.loading import LoadedModel, load_model
+from resnetlab.engine.task import task_of
 from resnetlab.models.registry import model_info
 from resnetlab.utils import autocast, resolve_device, resolve_dtype
 from resnetlab.utils.errors import ConfigError, DataError
@@ -112,6 +113,8 @@ class Predictor:
         if on_bad_image not in ("error", "skip"):
             raise ConfigError(f"--on-bad-image {on_bad_image!r}: choose error or skip")
         self.backend, self.classes, self.data_meta = backend, list(classes), data_meta
+        # what the outputs mean (logits or a standardised target), as in training
+        self.task = task_of(data_meta or {}, len(self.classes), self.classes)
         self.batch_size, self.on_bad_image, self.runtime = batch_size, on_bad_image, runtime
         self.notices: list[str] = list(notices or [])
         self.skipped: list[str] = []
@@ -143,7 +146,7 @@ class Predictor:
     def predictions(self, outputs: torch.Tensor, labels: Sequence[str], k: int = 5
                     ) -> list[Prediction]:
         """Top-``k`` from :meth:`outputs` (a regression table: values in target units)."""
-        if (self.data_meta or {}).get("task") == "regression":
+        if self.task.regression:
             return self._values(outputs, labels)
         probs = outputs.softmax(dim=1)
         values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
@@ -152,12 +155,9 @@ class Predictor:
 
     def _values(self, z: torch.Tensor, labels: Sequence[str]) -> list[Prediction]:
         """A regression table: outputs mapped from the standardised scale to target units."""
-        from resnetlab.data.tables import TableSchema
-
-        schema = TableSchema.from_meta(self.data_meta["table"])
-        values = schema.to_target_units(z.reshape(-1).numpy()).tolist()
-        return [Prediction(label, [schema.target], [0], [1.0], value=v)
-                for label, v in zip(labels, values, strict=True)]
+        target = self.data_meta["table"]["target"]
+        return [Prediction(label, [target], [0], [1.0], value=self.task.to_units(v))
+                for label, v in zip(labels, z.reshape(-1).tolist(), strict=True)]
 
     def preprocess_images(self, sources: Sequence[str | os.PathLike | bytes],
                           names: Sequence[str] | None = None,

@@ -8,7 +8,7 @@ take a task instead of branching on a regression's target standard deviation.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from torch import nn
 from resnetlab.engine.metrics import ClassificationMeter, RegressionMeter, smoothed_nll
 from resnetlab.utils.device import autocast
 
-__all__ = ["Task", "Classification", "Regression"]
+__all__ = ["Task", "Classification", "Regression", "task_of"]
 
 # metrics.csv columns that are accuracies: a regression has none
 _ACCURACY = ("val_top1", "val_top5", "train_top1")
@@ -119,3 +119,14 @@ def evaluate_batch(task: Task, model: nn.Module, x: torch.Tensor, y: torch.Tenso
             probs = sum(model(v).float().softmax(dim=1) for v in views) / len(views)
             log_probs = probs.clamp_min(torch.finfo(torch.float32).tiny).log()
     meter.update(log_probs, y, smoothed_nll(log_probs, y, label_smoothing))
+
+
+def task_of(meta: dict[str, Any], num_classes: int, classes: Sequence[str] = ()) -> Task:
+    """A :class:`Regression` for a regression table (``meta``: a bundle's or checkpoint's data
+    meta, whose ``table`` holds the target's mean and standard deviation), else a
+    :class:`Classification` of ``num_classes``."""
+    if meta.get("task") == "regression":
+        table = meta["table"]
+        return Regression(target_std=float(table["target_std"]),
+                          target_mean=float(table.get("target_mean", 0.0)))
+    return Classification(num_classes, tuple(classes))
