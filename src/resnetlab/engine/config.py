@@ -25,6 +25,7 @@ from resnetlab.utils.errors import ConfigError
 
 __all__ = [
     "ModelConfig", "DataConfig", "FinetuneConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "RunConfig",
+    "DistributedRecord",
     "apply_overrides", "FLAGS", "flag_for", "validate",
 ]
 
@@ -176,6 +177,20 @@ class FinetuneConfig:
 
 
 @dataclass
+class DistributedRecord:
+    """How the run was laid out, *recorded* by the run (not a setting: ``--nproc`` or torchrun
+    decide it).  ``world_size`` processes on ``nodes`` machines (``procs_per_node`` each); the
+    optimiser sees ``global_batch`` = world_size x ``data.batch_size`` samples per step, so a
+    run repeated on another world size is a different run.  None: not recorded (a config
+    written by hand, or before resnetlab recorded it)."""
+
+    world_size: int | None = None
+    nodes: int | None = None
+    procs_per_node: int | None = None
+    global_batch: int | None = None
+
+
+@dataclass
 class RunConfig:
     """Everything that defines a training run; saved as ``config.yaml`` in the run directory."""
 
@@ -185,6 +200,7 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    distributed: DistributedRecord = field(default_factory=DistributedRecord)
     name: str | None = None
     runs_dir: str = "runs"
 
