@@ -33,6 +33,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("convert", "convert"),
     ("finetune", "finetune"),
     ("compare", "compare"),
+    ("sweep", "sweep"),
 ]
 
 
