@@ -145,23 +145,32 @@ def storage_url(storage: str | None, runs_dir: str, study: str) -> str:
 
 
 def _storage(url: str, heartbeat_s: float):
-    """An Optuna storage for ``url``; one line naming the URL when it cannot be opened."""
+    """An Optuna storage for ``url``; one line naming the URL when it cannot be opened.
+    Workers that start together race to create the schema of a new database (the loser sees
+    an IntegrityError): a few tries, a moment apart, settle it."""
+    for attempt in range(4):
+        try:
+            return _open_storage(url, heartbeat_s)
+        except Exception as err:  # sqlalchemy/driver errors have many types; all mean "cannot open"
+            first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            if attempt == 3 or "IntegrityError" not in first and "locked" not in first:
+                raise ConfigError(f"--storage {url}: cannot open the study storage ({first})") from None
+            time.sleep(0.5 * (attempt + 1))
+
+
+def _open_storage(url: str, heartbeat_s: float):
     import optuna
 
-    try:
-        if url.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-            return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-        # SQLite: a writer waits for another's lock instead of failing (two workers, one file)
-        engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-        retry = {_RETRY_KWARG: _retry_callback()(max_retry=None)}
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat_s)),
-            grace_period=max(3, round(3 * heartbeat_s)), **retry)
-    except Exception as err:  # sqlalchemy/driver errors have many types; all mean "cannot open"
-        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
-        raise ConfigError(f"--storage {url}: cannot open the study storage ({first})") from None
+        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    # SQLite: a writer waits for another's lock instead of failing (two workers, one file)
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    retry = {_RETRY_KWARG: _retry_callback()(max_retry=None)}
+    return optuna.storages.RDBStorage(
+        url, engine_kwargs=engine, heartbeat_interval=max(1, round(heartbeat_s)),
+        grace_period=max(3, round(3 * heartbeat_s)), **retry)
 
 
 def _retry_callback() -> type:
@@ -334,7 +343,6 @@ def _train_or_continue(cfg: RunConfig, earlier: Path | None, trial: Any, hook: A
 
 
 def _retried_run(trial: Any, study: Any) -> Path | None:
-    import optuna
 
     frozen = study.get_trials(deepcopy=False)[trial.number]
     number = _retry_callback().retried_trial_number(frozen)
