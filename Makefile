@@ -16,7 +16,7 @@ $(PY):
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install --upgrade pip
 	$(PIP) install "$(TORCH_SPEC)"
-	$(PIP) install -e ".[dev,onnx,analysis,tables]"
+	$(PIP) install -e ".[dev,onnx,analysis,tables,sweep]"
 	touch $@
 
 # The default data set comes from Debian's `dataset-fashion-mnist`; other machines use
