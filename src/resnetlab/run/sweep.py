@@ -164,7 +164,9 @@ def _open_storage(url: str, heartbeat_s: float):
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
     # SQLite: a writer waits for another's lock instead of failing (two workers, one file)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     retry = {_RETRY_KWARG: _retry_callback()(max_retry=None)}
