@@ -386,8 +386,14 @@ def plot_sweep_history(trials: Sequence[Mapping[str, Any]], path: str | os.PathL
             best = t["value"]
         xs.append(t["number"])
         ys.append(best)
+    if xs:  # the best-so-far line runs on to the last trial
+        xs.append(max(t["number"] for t in trials))
+        ys.append(ys[-1])
     ax.step(xs, ys, where="post", color="C3", label="best so far")
     ax.set(xlabel="trial", ylabel=metric, title="optimisation history")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)

@@ -98,7 +98,9 @@ def _importances(study: Any) -> dict[str, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "too few trials": the report says so itself
-            return dict(optuna.importance.get_param_importances(study))
+            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # same report each time
+            found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+            return {key: float(value) for key, value in found.items()}
     except (RuntimeError, ValueError, ZeroDivisionError):
         return {}
 
