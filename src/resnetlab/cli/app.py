@@ -72,6 +72,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def _rank() -> str:
     """`` (rank 1)`` inside a multi-process torchrun job, else nothing."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        return f" (rank {os.environ.get('RANK', '?')})"
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and os.environ.get("RANK"):
+        return f" (rank {os.environ['RANK']})"
     return ""

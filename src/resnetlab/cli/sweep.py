@@ -18,8 +18,9 @@ from resnetlab.utils.errors import ConfigError
 
 Opt = typer.Option
 P = "Sweep"
-# train options a sweep sets itself: trial names and directories, no resume of one run
-_REPLACED = {"ctx", "resume", "name"}
+# train options a sweep sets itself: trial names and directories, no resume of one run; trials
+# train in one process each (the pruner's epoch hook lives there), so no --nproc
+_REPLACED = {"ctx", "resume", "name", "nproc", "max_restarts"}
 
 
 def train_options() -> tuple[list[inspect.Parameter], Callable[[dict[str, Any]], dict[str, Any]]]:
