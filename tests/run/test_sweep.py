@@ -152,3 +152,13 @@ def test_storage_and_study_errors_are_one_line(tmp_path, capsys):
     assert code == 2 and "--study space: taken" in line and "optim.lr: loguniform 0.001 0.5" in line
     code, _, err = cli(capsys, "sweep", other, "--trials", "1", "--pruner", "best", *fixed(table, runs))
     assert code == 2 and "--pruner best" in one_line_error(err)
+
+
+def test_failing_trials_are_failed_and_three_in_a_row_stop_the_sweep(tmp_path, capsys):
+    table, runs = write_table(tmp_path / "t.csv"), tmp_path / "runs"
+    # no validation rows: val_top1, the metric, cannot be measured, so every trial fails
+    code, _, err = cli(capsys, "sweep", space(tmp_path, "data.val_size: [0]\n"), "--trials", "5",
+                       *fixed(table, runs, "--max-steps", "1"))
+    assert code == 2 and "error: 3 trials in a row failed; the last: " in err
+    assert err.count("failed: ") == 3
+    assert [t.state.name for t in trials(runs)] == ["FAIL"] * 3

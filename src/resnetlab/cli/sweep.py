@@ -8,6 +8,7 @@ declares its flags (swap it when those are generated from one declaration).
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,7 +52,11 @@ def command(ctx: typer.Context, **params: Any) -> None:
     from resnetlab.cli.common import print_table
     from resnetlab.run.sweep_report import TRIAL_COLUMNS, summarize
 
-    study, plan = _run(params)
+    try:
+        study, plan = _run(params)
+    except KeyboardInterrupt:  # the cut-off trials are queued again
+        print("interrupted; run the same command again to continue the study", file=sys.stderr)
+        raise SystemExit(130) from None
     summary = summarize(study, plan)
     print_table(f"sweep {plan.study} ({plan.metric})", TRIAL_COLUMNS, summary.rows, numbers=False)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(summary.counts.items()))

@@ -287,7 +287,10 @@ def work(plan: SweepPlan, seed_offset: int = 0) -> None:
     while True:
         optuna.storages.fail_stale_trials(study)
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        # a journal storage has no heartbeat: a killed trial stays RUNNING there for ever, so
+        # waiting for running trials could wait for ever (several workers may then overshoot)
+        running = 0 if plan.storage.startswith("journal:") else len(
+            study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if done >= plan.trials:
             return
         if done + running >= plan.trials:
@@ -305,12 +308,11 @@ def _objective(trial: Any, plan: SweepPlan, study: Any, box: dict[str, Any]) -> 
     import optuna
 
     overrides = {key: _suggest(trial, p) for key, p in plan.space.items()}
-    cfg = apply_overrides(plan.base, overrides, source=f"trial {trial.number}")
-    cfg = replace(cfg, runs_dir=str(plan.trial_dir), name=f"trial-{trial.number:04d}")
     hook = _Pruning(trial, plan.metric)
-    earlier = _retried_run(trial, study)
     try:
-        run = _train_or_continue(cfg, earlier, trial, hook)
+        cfg = apply_overrides(plan.base, overrides, source=f"trial {trial.number}")
+        cfg = replace(cfg, runs_dir=str(plan.trial_dir), name=f"trial-{trial.number:04d}")
+        run = _train_or_continue(cfg, _retried_run(trial, study), trial, hook)
     except KeyboardInterrupt:  # Ctrl-C: this trial fails and its parameters go back to the queue
         _retry_callback()()(study, study.get_trials(deepcopy=False)[trial.number])
         raise
@@ -321,6 +323,12 @@ def _objective(trial: Any, plan: SweepPlan, study: Any, box: dict[str, Any]) -> 
         return float("nan")
     value = _best_value(Path(run.run_dir), plan)
     trial.set_user_attr("run_dir", str(run.run_dir))
+    if not math.isfinite(value):  # Optuna fails a NaN trial; the sweep must count it as failed
+        box["error"] = (f"{plan.metric} was never measured in {run.run_dir} (no validation "
+                        "rows? choose the metric with --early-stop-metric)")
+        trial.set_user_attr("error", box["error"])
+        _say(f"trial {trial.number} failed: {box['error']}")
+        return value
     text = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
     if hook.pruned is not None:
         _say(f"trial {trial.number} pruned at epoch {hook.pruned}: {plan.metric} {value:.4g} ({text})")
