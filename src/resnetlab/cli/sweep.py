@@ -82,8 +82,7 @@ def _run(params: dict[str, Any]):
                      storage=storage_url(params["storage"], base.runs_dir, name),
                      pruner=params["pruner"], heartbeat_s=params["heartbeat"],
                      sampler_seed=params["sampler_seed"],
-                     metric=base.train.early_stop_metric,
-                     space_file=str(params["space"]))
+                     metric=base.train.early_stop_metric)
     return sweep(plan, workers=params["workers"]), plan
 
 

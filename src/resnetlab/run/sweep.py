@@ -123,7 +123,6 @@ class SweepPlan:
     heartbeat_s: float = 10.0
     sampler_seed: int | None = None
     metric: str = "val_top1"
-    space_file: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
