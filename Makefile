@@ -16,7 +16,7 @@ $(PY):
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install --upgrade pip
 	$(PIP) install "$(TORCH_SPEC)"
-	$(PIP) install -e ".[dev,onnx,analysis,tables,sweep]"
+	$(PIP) install -e ".[dev,onnx,analysis,tables,serve,sweep]"
 	touch $@
 
 # The default data set comes from Debian's `dataset-fashion-mnist`; other machines use
@@ -48,8 +48,8 @@ demo: setup
 # The second run caps oneDNN and ATen at AVX2, so any x86 CPU also tests the kernels an
 # AVX2-only machine takes (README "Known platform issues"): convolution layers, engine, resume
 # and the model zoo's forward+backward.  About 2 minutes on 2 cores.
-AVX2_TESTS := tests/test_layers.py tests/test_engine_loop.py tests/test_resume_sigkill.py \
-	tests/test_models.py::test_forward_backward_every_model
+AVX2_TESTS := tests/layers/test_layers.py tests/engine/test_engine_loop.py tests/run/test_resume_sigkill.py \
+	tests/models/test_models.py::test_forward_backward_every_model
 
 test: setup browser
 	$(PY) -m pytest -q

@@ -6,10 +6,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
+from torch import nn
 
 from resnetlab.data import build_data
+from resnetlab.engine import RunConfig, fit
 from resnetlab.engine.config import DataConfig
+from resnetlab.utils.seed import seeded_generator
 
 _RUN_SIDE = ("seed", "device", "channels_last", "in_chans")
 
@@ -99,3 +105,145 @@ class Exploit:
         import os
 
         return (os.system, (f"touch {self.marker}",))
+
+
+# ---- tiny image folders and the runs on them (tests/run, tests/analysis, ...) ----
+
+CLASSES = ("ant", "bee", "cat")
+
+
+def write_folder(root: Path, classes=CLASSES, per_class: int = 12, seed: int = 0) -> Path:
+    """Grey 8x8 images whose brightness depends on the class *name* (so any folder that holds a
+    class gets images that look alike)."""
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        level = 40 + 80 * (sum(map(ord, name)) % 3)
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(level, 20, (8, 8)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+FLAGS = ["--model", "mlp_resnet", "--width-mult", "0.0625", "--set", "num_blocks=1",
+         "--batch-size", "8", "--epochs", "2", "--device", "cpu", "--precision", "fp32",
+         "--deterministic", "--no-progress", "--no-tta", "--seed", "3"]
+
+
+def tiny_config(data: Path, runs: Path, name: str):
+    """The same run as ``resnetlab train`` with FLAGS, built in Python."""
+    from resnetlab import run
+
+    cfg = run.load_recipe("default")
+    cfg.model.name, cfg.model.kwargs = "mlp_resnet", {"width_mult": 0.0625, "num_blocks": 1}
+    cfg.data.name, cfg.data.batch_size = f"folder:{data}", 8
+    cfg.train.epochs, cfg.train.device, cfg.train.precision = 2, "cpu", "fp32"
+    cfg.train.deterministic, cfg.train.tta, cfg.train.seed = True, False, 3
+    cfg.runs_dir, cfg.name = str(runs), name
+    return cfg
+
+
+# ---- the engine's own tiny problem: four blobs, a small conv net, fit (tests/engine) ----
+
+NUM_CLASSES = 4
+
+
+def blobs(n: int, seed: int = 0, spread: float = 0.6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four well-separated classes of 2x6x6 "images": class c shifts one channel up or down."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % NUM_CLASSES
+    shift = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])[y]
+    x = spread * torch.randn(n, 2, 6, 6, generator=g) + shift[:, :, None, None]
+    return x, y
+
+
+class SeededLoader:
+    """Mimics resnetlab's in-memory loader: order and noise depend only on (seed, epoch, batch)."""
+
+    def __init__(self, x, y, batch_size: int, seed: int = 0, noise: float = 0.1):
+        self.x, self.y, self.bs, self.seed, self.noise = x, y, batch_size, seed, noise
+
+    def __len__(self) -> int:
+        return len(self.y) // self.bs
+
+    def epoch(self, epoch: int, start: int = 0):
+        order = torch.randperm(len(self.y), generator=seeded_generator(self.seed, epoch))
+        for b in range(start, len(self)):
+            idx = order[b * self.bs:(b + 1) * self.bs]
+            jitter = torch.randn(self.x[idx].shape, generator=seeded_generator(self.seed, epoch, b))
+            yield self.x[idx] + self.noise * jitter.to(self.x.device), self.y[idx]
+
+    def __iter__(self):
+        return self.epoch(0)
+
+
+class CrashAfter:
+    """A loader that raises after ``n`` batches in total, like a run killed mid-epoch."""
+
+    def __init__(self, loader, n: int):
+        self.loader, self.n = loader, n
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int, start: int = 0):
+        for batch in self.loader.epoch(epoch, start):
+            if self.n == 0:
+                raise KeyboardInterrupt("simulated kill")
+            self.n -= 1
+            yield batch
+
+
+class GlobalMean(nn.Module):
+    """Global average pool as a reduction (AdaptiveAvgPool2d's CUDA backward is not deterministic)."""
+
+    def forward(self, x):
+        return x.mean((2, 3))
+
+
+def small_net(dropout: float = 0.0) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Dropout(dropout), GlobalMean(), nn.Linear(8, NUM_CLASSES))
+
+
+def loop_config(**train) -> RunConfig:
+    """A tiny engine-level config: cosine, cpu fp32, 3 epochs unless ``train`` says."""
+    cfg = RunConfig()
+    cfg.optim.lr = 0.1
+    cfg.schedule.name = "cosine"
+    cfg.schedule.warmup_frac = 0.1
+    cfg.train.device = "cpu"
+    cfg.train.precision = "fp32"
+    cfg.train.log_every = 5
+    for key, value in {"epochs": 3, **train}.items():
+        setattr(cfg.train, key, value)
+    return cfg
+
+
+def loop_run(tmp_path, cfg, train=None, val=None, model=None, name="run", **kw):
+    """``fit`` a :func:`small_net` on :func:`blobs`; returns (model, FitResult)."""
+    x, y = blobs(256)
+    train = train if train is not None else SeededLoader(x, y, 32)
+    val = val if val is not None else [blobs(64, seed=1)]
+    model = model if model is not None else small_net()
+    result = fit(model, train, val, cfg, tmp_path / name, num_classes=NUM_CLASSES,
+                 extra_meta={"classes": list("abcd"), "model": {"name": "small"}}, progress=False, **kw)
+    return model, result
+
+
+class NaNAfter(nn.Module):
+    """Wraps a model and makes its output NaN from forward call ``start`` on."""
+
+    def __init__(self, model, start: int):
+        super().__init__()
+        self.model, self.start, self.calls = model, start, 0
+
+    def forward(self, x):
+        out = self.model(x)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.start:
+                out = out * float("nan")
+        return out

@@ -81,6 +81,11 @@ def state_mismatch(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch
     parts = [f"shape {', '.join(shapes[:3])}" if shapes else ""]
     if strict:
         parts += [_listing("missing", missing), _listing("unexpected", unexpected)]
+    if any(".fc_in." in k or ".norm_in." in k for k in unexpected if k.startswith("layer1.")):
+        # issue 23 moved the per-block input Dense of the MLP-ResNet into the stem: old files
+        # hold one more Dense per block, a different network that no renaming can load
+        parts.append("it is an MLP-ResNet saved before its blocks became purely residual "
+                     "(resnetlab issue 23); retrain it")
     return "; ".join(p for p in parts if p)
 
 

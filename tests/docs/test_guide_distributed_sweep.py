@@ -19,8 +19,7 @@ from helpers import needs_fmnist
 ROOT = Path(__file__).resolve().parents[2]
 GUIDES = {name: ROOT / "docs" / "guide" / f"{name}.md" for name in ("distributed", "sweep")}
 SHRINK = ["--max-steps", "2", "--train-size", "512", "--val-size", "100", "--batch-size", "32",
-          "--device", "cpu",
-          "--no-download", "--no-progress"]
+          "--device", "cpu", "--no-download"]
 TIMEOUT_S = 400
 
 
@@ -42,7 +41,8 @@ def argv(command: str, port: int | None = None) -> list[str]:
         words[words.index("--trials") + 1] = "2" if "--workers" in words else "1"
     words = [w.replace("127.0.0.1:29500", f"127.0.0.1:{port}") for w in words]
     tiny = ["--model", "mlp_resnet", "--width-mult", "0.0625", "--set", "num_blocks=1"]
-    model = [] if "sweep" in words else tiny  # a sweep's space may search the model
+    # a sweep's space may search the model; its trials never draw a progress bar
+    model = [] if "sweep" in words else [*tiny, "--no-progress"]
     return head + words[1:] + model + SHRINK
 
 

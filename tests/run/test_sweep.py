@@ -44,7 +44,7 @@ def space(tmp: Path, text: str = "optim.lr: loguniform 0.001 0.5\n"
 def fixed(table: Path, runs: Path, *extra: str) -> list[str]:
     return ["--data", f"csv:{table}", "--target", "label", "--model", "mlp_resnet",
             "--width-mult", "0.0625", "--set", "num_blocks=1", "--val-size", "32",
-            "--batch-size", "16", "--epochs", "2", "--device", "cpu", "--no-progress",
+            "--batch-size", "16", "--epochs", "2", "--device", "cpu",
             "--runs-dir", str(runs), *extra]
 
 

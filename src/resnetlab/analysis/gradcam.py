@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from resnetlab.utils.errors import ConfigError
 
 __all__ = ["resolve_layer", "layer_names", "grad_cam", "saliency", "explain", "per_class_indices",
-           "display_images"]
+           "display_images", "overlay_png"]
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -127,3 +128,28 @@ def display_images(x: torch.Tensor, data_meta: dict[str, Any] | None) -> torch.T
     lo, hi = flat.min(1).values[:, None, None, None], flat.max(1).values[:, None, None, None]
     return (x - lo) / (hi - lo).clamp_min(1e-12)
 
+
+
+def _heat(maps: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] to RGB in [0, 1] along a jet-like scale (blue -> green -> red)."""
+    return np.stack([np.clip(1.5 - np.abs(4 * maps - c), 0, 1) for c in (3, 2, 1)], axis=-1)
+
+
+def overlay_png(image: torch.Tensor, cam: torch.Tensor, alpha: float = 0.5,
+                min_size: int = 224) -> bytes:
+    """One heat-map overlay as PNG bytes (Pillow only, no matplotlib): ``image`` ``(C, H, W)``
+    in [0, 1] (from :func:`display_images`), ``cam`` ``(H, W)`` in [0, 1]; enlarged by whole
+    pixels (nearest) to at least ``min_size`` so 28x28 inputs are visible."""
+    import io
+
+    from PIL import Image
+
+    rgb = image.detach().float().cpu().numpy()
+    rgb = np.repeat(rgb, 3, axis=0) if rgb.shape[0] == 1 else rgb[:3]
+    mixed = (1 - alpha) * rgb.transpose(1, 2, 0) + alpha * _heat(cam.detach().cpu().numpy())
+    pixels = Image.fromarray(np.clip(np.rint(mixed * 255), 0, 255).astype(np.uint8), "RGB")
+    scale = max(1, -(-min_size // max(pixels.size)))
+    pixels = pixels.resize((pixels.width * scale, pixels.height * scale), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    pixels.save(out, format="PNG")
+    return out.getvalue()

@@ -20,7 +20,7 @@ from resnetlab.utils.errors import DataError
 
 __all__ = ["read_metrics", "plot_curves", "plot_confusion", "plot_gradflow", "plot_lesions",
            "plot_explanations",
-           "plot_degradation", "plot_train_sizes", "plot_sweep_history", "plot_importances",
+           "plot_degradation", "plot_train_sizes", "plot_label_efficiency", "plot_sweep_history", "plot_importances",
            "plot_sweep_slices"]
 
 # Beyond this many classes cell annotations become unreadable at any sensible figure size.
@@ -308,11 +308,20 @@ def plot_explanations(images, maps, titles: Sequence[str], path: str | os.PathLi
         ax = axes[per * i + per - 1]
         _show_image(ax, images[i])
         ax.imshow(maps[i].cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        ax.set_title(titles[i], fontsize=6)
+        ax.set_title(titles[i], fontsize=7)
     return _save(fig, path)
 
 
 # -- comparisons: the degradation figure and the data-size sweep --------------------------------
+
+def _band(ax, x, mean: Sequence[float], std: Sequence[float] | None, color: str) -> None:
+    """A ± std band around a seed-mean curve (nothing for one seed or missing spreads)."""
+    if not std or not any(math.isfinite(v) and v > 0 for v in std):
+        return
+    lo = [100 * (m - sd) for m, sd in zip(mean, std, strict=True)]
+    hi = [100 * (m + sd) for m, sd in zip(mean, std, strict=True)]
+    ax.fill_between(x, lo, hi, color=color, alpha=0.15, linewidth=0)
+
 
 def plot_degradation(curves: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
                      title: str | None = None) -> Path:
@@ -320,7 +329,8 @@ def plot_degradation(curves: Sequence[Mapping[str, Any]], path: str | os.PathLik
     epoch, one colour per depth, plain nets left and residual nets right; returns ``path``.
 
     Each curve is a dict with ``family`` (``plain``/``resnet``), ``depth``, ``epoch``,
-    ``train_err`` and ``val_err`` (fractions; NaN where missing).
+    ``train_err`` and ``val_err`` (fractions, seed means; NaN where missing) and optionally
+    ``train_std`` / ``val_std`` (spread over seeds), drawn as shaded ± std bands.
     """
     fig = _figure(11.0, 4.2)
     axes = fig.subplots(1, 2, sharey=True)
@@ -328,10 +338,11 @@ def plot_degradation(curves: Sequence[Mapping[str, Any]], path: str | os.PathLik
     for ax, family in zip(axes, ("plain", "resnet"), strict=True):
         for c in (c for c in curves if c["family"] == family):
             color = f"C{depths.index(c['depth']) % 10}"  # same depth, same colour in both panels
-            ax.plot(c["epoch"], [100 * v for v in c["train_err"]], lw=0.9, color=color,
-                    label=f"{family}-{c['depth']} train")
-            ax.plot(c["epoch"], [100 * v for v in c["val_err"]], lw=2.6, color=color,
-                    label=f"{family}-{c['depth']} val")
+            seeds = f" ({c['seeds']} seeds, ± std)" if c.get("seeds", 1) > 1 else ""
+            for key, lw, kind in (("train", 0.9, "train"), ("val", 2.6, "val")):
+                ax.plot(c["epoch"], [100 * v for v in c[f"{key}_err"]], lw=lw, color=color,
+                        label=f"{family}-{c['depth']} {kind}{seeds}")
+                _band(ax, c["epoch"], c[f"{key}_err"], c.get(f"{key}_std"), color)
         ax.set(title=f"{family} networks", xlabel="epoch")
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -365,6 +376,44 @@ def plot_train_sizes(points: Sequence[Mapping[str, Any]], path: str | os.PathLik
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def plot_label_efficiency(summary: Mapping[str, Sequence[Mapping[str, Any]]],
+                          path: str | os.PathLike) -> Path:
+    """Test accuracy against labelled images per class (log axis; ``all`` drawn at the right
+    end), one panel per target, fine-tuned vs from scratch with ± std error bars over seeds;
+    returns ``path``.
+
+    ``summary`` maps a target name to rows with ``per_class`` (an int or ``"all"``),
+    ``images``, ``scratch``, ``finetune`` (accuracies, fractions) and ``scratch_std``,
+    ``finetune_std``.
+    """
+    targets = list(summary)
+    fig = _figure(5.2 * max(1, len(targets)), 4.0)
+    axes = fig.subplots(1, max(1, len(targets)), squeeze=False)[0]
+    for ax, target in zip(axes, targets, strict=False):
+        rows = list(summary[target])
+        known = [int(r["per_class"]) for r in rows if str(r["per_class"]) != "all"]
+        per_class_all = max(1, round(rows[-1]["images"] / max(1, _classes(rows)))) if rows else 1
+        xs = [int(r["per_class"]) if str(r["per_class"]) != "all" else
+              max(per_class_all, 2 * max(known, default=1)) for r in rows]
+        for arm, style in (("finetune", "o-"), ("scratch", "s--")):
+            ax.errorbar(xs, [100 * r[arm] for r in rows], yerr=[100 * r[f"{arm}_std"] for r in rows],
+                        fmt=style, capsize=3, label="fine-tuned" if arm == "finetune" else "from scratch")
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [str(r["per_class"]) for r in rows])
+        ax.set(title=target, xlabel="labelled images per class", ylabel="test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _classes(rows: Sequence[Mapping[str, Any]]) -> int:
+    """Classes of a label-efficiency target, from a row with an integer ``per_class``."""
+    for r in rows:
+        if str(r["per_class"]) != "all" and int(r["per_class"]) > 0:
+            return max(1, round(r["images"] / int(r["per_class"])))
+    return 1
 
 
 def plot_sweep_history(trials: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,

@@ -38,13 +38,16 @@ class Figure:
 
 @dataclass
 class Section:
-    """One part of the page: findings (sentences), a key/value or row table, figures, text."""
+    """One part of the page: findings (sentences), a key/value or row table, figures (each at
+    the page's width: per-class grids and comparison plots must stay readable), thumbnails
+    (single-image overlays), text."""
 
     title: str
     findings: list[str] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    thumbs: list[Figure] = field(default_factory=list)
     preformatted: str | None = None
 
 
@@ -94,7 +97,7 @@ def _study(folder: Path, key: str, title: str) -> Section | None:
     if info.get("figure") and (folder / info["figure"]).is_file():
         section.figures.append(Figure(title, data_uri(folder / info["figure"])))
     for png in sorted((folder / key).glob("*.png"))[:_MAX_OVERLAYS] if (folder / key).is_dir() else []:
-        section.figures.append(Figure(png.stem, data_uri(png)))
+        section.thumbs.append(Figure(png.stem, data_uri(png)))
     if key == "gradflow":
         cols = ["model", "first_last_ratio", "spread", "logits_std", "nonfinite"]
         section.columns = cols
@@ -151,7 +154,8 @@ def comparison_sections(folder: str | os.PathLike) -> tuple[str, list[Section]]:
     folder = Path(folder)
     info = json.loads((folder / "comparison.json").read_text())
     sections = [Section("Findings", findings=list(info.get("findings", []))),
-                Section("Results (mean ± std over seeds)", columns=list(info.get("columns", [])),
+                Section("Results (mean ± std over seeds)", findings=_notes(info),
+                        columns=list(info.get("columns", [])),
                         rows=[list(map(str, r)) for r in info.get("rows", [])])]
     figures = [Figure(title, data_uri(folder / name)) for name, title in info.get("figures", [])
                if (folder / name).is_file()]
@@ -165,6 +169,11 @@ def comparison_sections(folder: str | os.PathLike) -> tuple[str, list[Section]]:
     if (folder / "compare.yaml").is_file():
         sections.append(Section("Plan and recipe", preformatted=(folder / "compare.yaml").read_text()))
     return str(info.get("title", folder.name)), sections
+
+
+def _notes(info: dict[str, Any]) -> list[str]:
+    """How to read the table (``comparison.json``'s ``notes``; older files carry none)."""
+    return [str(n) for n in info.get("notes", [])]
 
 
 def write_report(source: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:

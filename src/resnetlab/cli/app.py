@@ -13,6 +13,7 @@ import sys
 import typer
 
 from resnetlab.utils.errors import UserError
+from resnetlab.utils.notices import configure
 
 app = typer.Typer(
     name="resnetlab",
@@ -33,15 +34,20 @@ COMMANDS: list[tuple[str, str]] = [
     ("convert", "convert"),
     ("finetune", "finetune"),
     ("compare", "compare"),
+    ("serve", "serve"),
     ("sweep", "sweep"),
 ]
 
 
-
 @app.callback()
-def _root() -> None:
+def _root(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Notices off (warnings and errors only)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug notices too."),
+    log_json: bool = typer.Option(False, "--log-json", help="Notices as JSON lines on stderr."),
+) -> None:
     """Residual networks on PyTorch: build, train, understand, transfer and ship ResNets."""
     # A callback keeps Typer in multi-command mode even if only one command were registered.
+    configure(quiet=quiet, verbose=verbose, json_lines=log_json)  # one channel: utils.notices
 
 
 for module_name, command_name in COMMANDS:

@@ -8,18 +8,17 @@ comparison directory here) are replaced.
 
 from __future__ import annotations
 
-import inspect
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from resnetlab.cli import train as train_cli
+from resnetlab.cli.options import flag_overrides, options_for, with_options
+from resnetlab.cli.train import train_extras
 from resnetlab.utils.errors import ConfigError
 
 Opt = typer.Option
-_REPLACED = {"ctx", "model", "train_size", "resume", "name", "config"}
 
 
 def _own(ctx: typer.Context,
@@ -30,9 +29,14 @@ def _own(ctx: typer.Context,
          resume: Annotated[Path | None, Opt(help="Continue this comparison directory (finished members are kept).", rich_help_panel="Comparison")] = None,
          name: Annotated[str | None, Opt(help="Comparison directory name under --runs-dir.", rich_help_panel="Comparison")] = None,
          config: Annotated[str, Opt(help="Recipe for every member (name or YAML file).", rich_help_panel="Comparison")] = "compare-quick",
+         test_on: Annotated[str, Opt(help="Weights for each member's test evaluation: best or last.", rich_help_panel="Run")] = "best",
+         progress: Annotated[bool | None, Opt("--progress/--no-progress", help="Progress bars (default: when stderr is a terminal).", rich_help_panel="Run")] = None,
          ) -> None: ...
 
 
+# compare's own options, then every train option but --model and --train-size (replaced above)
+@with_options(_own, options_for("compare", exclude=("model.name", "data.train_size"), recipe="compare-quick"),
+              train_extras)
 def command(ctx: typer.Context, **params: Any) -> None:
     """Train residual nets and their plain twins at each depth with one recipe; write the
     table, the paper's figure (He et al. 2015, Fig. 1) and a markdown + HTML report."""
@@ -72,7 +76,7 @@ def _run(params: dict[str, Any]):
         raise ConfigError(f"{flag} {params['depths'] or params['blocks']}: whole numbers, e.g. 20,56")
     depths = [int(d) for d in depths]
     sizes = parse_number_list(params["train_sizes"], "--train-sizes")
-    overrides = train_cli.flag_overrides(dict(params), params["set_"])
+    overrides = flag_overrides(params, params["set_"])
     if flag == "--blocks":  # the recipe's image subset sizes do not fit a table
         overrides.setdefault("data.train_size", None)
         overrides.setdefault("data.val_size", None)
@@ -81,10 +85,3 @@ def _run(params: dict[str, Any]):
                        train_sizes=[int(n) for n in sizes] if sizes else None,
                        test_on=params["test_on"], progress=params["progress"], world_size=world_size,
                        dense=flag == "--blocks")
-
-
-# The options: compare's own, then train's (minus those replaced above), so `--help` lists both.
-command.__signature__ = inspect.Signature(
-    [*inspect.signature(_own, eval_str=True).parameters.values()]
-    + [p for n, p in inspect.signature(train_cli.command, eval_str=True).parameters.items()
-       if n not in _REPLACED])

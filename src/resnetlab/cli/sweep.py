@@ -1,37 +1,27 @@
 """``resnetlab sweep SPACE.yaml --trials N``: a hyperparameter sweep on Optuna.
 
-Every ``resnetlab train`` flag is accepted and fixes what the space does not search.  The train
-options come from :func:`train_options`, the one place this command depends on how ``train``
-declares its flags (swap it when those are generated from one declaration).
+Every ``resnetlab train`` flag is accepted and fixes what the space does not search: the
+options are generated from the run options' declarations (:mod:`resnetlab.cli.options`), as
+for ``train`` itself, so the two commands cannot drift apart.
 """
 
 from __future__ import annotations
 
 import inspect
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from resnetlab.cli.options import flag_overrides, options_for, with_options
+from resnetlab.cli.train import train_extras
 from resnetlab.utils.errors import ConfigError
 
 Opt = typer.Option
 P = "Sweep"
-# train options a sweep sets itself: trial names and directories, no resume of one run; trials
-# train in one process each (the pruner's epoch hook lives there), so no --nproc
-_REPLACED = {"ctx", "resume", "name", "nproc", "max_restarts"}
-
-
-def train_options() -> tuple[list[inspect.Parameter], Callable[[dict[str, Any]], dict[str, Any]]]:
-    """The train command's options and the function turning their values into dotted config
-    keys (``{"optim.lr": 0.05, ...}``), read off ``resnetlab train`` itself."""
-    from resnetlab.cli import train as train_cli
-
-    params = [p for n, p in inspect.signature(train_cli.command, eval_str=True).parameters.items()
-              if n not in _REPLACED]
-    return params, lambda values: train_cli.flag_overrides(dict(values), values.get("set_"))
+# train's --set; not --nproc/--max-restarts: trials train in one process each (the pruner's
+# epoch hook lives there)
+_SET = [p for p in inspect.signature(train_extras, eval_str=True).parameters.values() if p.name == "set_"]
 
 
 def _own(ctx: typer.Context,
@@ -43,19 +33,23 @@ def _own(ctx: typer.Context,
          pruner: Annotated[str, Opt(help="Stop poor trials early on the per-epoch validation metric: median, hyperband or none.", rich_help_panel=P)] = "median",
          heartbeat: Annotated[float, Opt(help="Seconds between a running trial's heartbeats; a trial silent for 3x this (killed) is failed and queued again.", rich_help_panel=P)] = 10.0,
          sampler_seed: Annotated[int | None, Opt(help="Seed of the TPE sampler (reproducible suggestions with one worker).", rich_help_panel=P)] = None,
+         config: Annotated[str | None, Opt(help="Recipe every trial starts from (name or YAML file); flags override it. \\[default: default]", rich_help_panel="Run")] = None,
          ) -> None: ...
 
 
+# the sweep's own options, then every train option but --name (the sweep names its trials)
+@with_options(_own, options_for("train", exclude=("name",)), _SET)
 def command(ctx: typer.Context, **params: Any) -> None:
     """Search hyperparameters with Optuna: each trial is an ordinary training run; prints the
     trials, writes the best config (a ready --config file) and an HTML report."""
     from resnetlab.cli.common import print_table
     from resnetlab.run.sweep_report import TRIAL_COLUMNS, summarize
+    from resnetlab.utils.notices import say
 
     try:
         study, plan = _run(params)
     except KeyboardInterrupt:  # the cut-off trials are queued again
-        print("interrupted; run the same command again to continue the study", file=sys.stderr)
+        say("interrupted; run the same command again to continue the study")
         raise SystemExit(130) from None
     summary = summarize(study, plan)
     print_table(f"sweep {plan.study} ({plan.metric})", TRIAL_COLUMNS, summary.rows, numbers=False)
@@ -72,8 +66,7 @@ def _run(params: dict[str, Any]):
     from resnetlab import run
     from resnetlab.run.sweep import SweepPlan, load_space, storage_url, sweep
 
-    _, to_overrides = train_options()
-    base = run.config_with(params["config"] or "default", to_overrides(params))
+    base = run.config_with(params["config"] or "default", flag_overrides(params, params["set_"]))
     space = load_space(params["space"], base)
     name = params["study"] or Path(params["space"]).stem
     if not params["heartbeat"] > 0:
@@ -84,8 +77,3 @@ def _run(params: dict[str, Any]):
                      sampler_seed=params["sampler_seed"],
                      metric=base.train.early_stop_metric)
     return sweep(plan, workers=params["workers"]), plan
-
-
-command.__signature__ = inspect.Signature(
-    [*inspect.signature(_own, eval_str=True).parameters.values()]
-    + [p for p in train_options()[0] if p.name != "ctx"])

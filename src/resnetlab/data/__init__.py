@@ -26,11 +26,18 @@ from resnetlab.data.augment import (
 )
 from resnetlab.data.build import DataBundle, build_data, data_kind
 from resnetlab.data.datasets import DATASETS, dataset_info, download, list_datasets, locate
-from resnetlab.data.inputs import preprocess_inputs
+from resnetlab.data.inputs import (
+    decode_images,
+    input_columns,
+    preprocess_inputs,
+    records_table,
+    table_features,
+)
 from resnetlab.data.loaders import BatchLoader, StreamSource, TensorSource
 
 __all__ = [
-    "build_data", "data_kind", "preprocess_inputs", "flip_tta", "DataBundle", "BatchLoader",
+    "build_data", "data_kind", "preprocess_inputs", "decode_images", "table_features",
+    "input_columns", "records_table", "flip_tta", "DataBundle", "BatchLoader",
     "TensorSource", "StreamSource", "AugmentSpec", "ImageTransform", "Normalize",
     "parse_augment", "hflip", "channel_stats", "DATASETS", "dataset_info", "list_datasets",
     "locate", "download",

@@ -296,7 +296,7 @@ def build_table_with_schema(path: str, table_meta: dict[str, Any], data_cfg: Any
 
 def regression_std(meta: dict[str, Any]) -> float | None:
     """The target's standard deviation when ``meta`` (a bundle's or checkpoint's data meta)
-    is a regression table, else None: what the engine's ``target_std`` argument takes."""
+    is a regression table, else None (the run API builds a task from it: resnetlab.run.tasks)."""
     if meta.get("task") != "regression":
         return None
     return float(meta["table"]["target_std"])

@@ -22,12 +22,12 @@ import torch
 from torch import nn
 
 from resnetlab.checkpoint import WEIGHTS, resolve_checkpoint_dir
-from resnetlab.deploy.predictor import LoadedModel, load_model
+from resnetlab.deploy.loading import LoadedModel, load_model
 from resnetlab.utils.errors import ConfigError, DataError, UserError
 from resnetlab.utils.files import file_sha256
 
 __all__ = ["FORMATS", "ExportResult", "VerificationError", "export_model", "verify",
-           "verified_export", "auto_export", "real_batches", "data_meta_for"]
+           "verified_export", "export_status", "check_onnx_file", "auto_export", "real_batches", "data_meta_for"]
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt",
            "safetensors": "model.safetensors"}
@@ -133,22 +133,87 @@ def _fingerprint(source: Path) -> str | None:
     return file_sha256(weights)
 
 
-def verified_export(run: Path) -> Path | None:
-    """The run's fastest verified ONNX export for its current checkpoint (int8 first), or None."""
+def verified_export(run: Path, int8: bool | None = None) -> Path | None:
+    """The run's fastest verified ONNX export for its current checkpoint (int8 first), or None;
+    ``int8=False``: the fp32 export only, ``True``: the int8 one only."""
+    return export_status(run, int8)[0]
+
+
+def export_status(run: Path, int8: bool | None = None) -> tuple[Path | None, str | None]:
+    """``(export, notice)``: the run's fastest verified ONNX export (``int8`` as in
+    :func:`verified_export`), or None with the reason when an export exists but cannot be
+    trusted (its file changed since it was verified)."""
     folder = run / "export"
     sidecar = folder / (FORMATS["onnx"] + ".json")
     if not run.is_dir() or not sidecar.is_file():
-        return None
+        return None, None
     try:
         info = json.loads(sidecar.read_text())
     except (OSError, json.JSONDecodeError):
-        return None
+        return None, None
     if not info.get("check", {}).get("ok") or info.get("weights_sha256") != _fingerprint(run):
+        return None, None
+    kept = info.get("int8") or {}
+    if kept.get("kept") and (folder / kept.get("file", "")).is_file() and int8 is not False:
+        chosen, recorded = folder / kept["file"], kept.get("sha256")
+    elif (folder / FORMATS["onnx"]).is_file() and not int8:
+        chosen, recorded = folder / FORMATS["onnx"], info.get("file_sha256")
+    else:
+        return None, None
+    problem = _hash_problem(chosen, recorded, sidecar)
+    return (None, f"{problem}; re-exporting") if problem else (chosen, None)
+
+
+def _hash_problem(path: Path, recorded: str | None, sidecar: Path) -> str | None:
+    """Why ``path`` is not the file its export verified (None when it is): the ONNX file
+    itself is hashed, so an edited export is never used as if it were verified."""
+    if recorded is None:
+        return f"{path}: {sidecar.name} records no sha256 of the file (an older export)"
+    if file_sha256(path) != recorded:
+        return (f"{path} changed after it was verified (its sha256 differs from the one in "
+                f"{sidecar})")
+    return None
+
+
+def check_onnx_file(path: Path) -> str | None:
+    """Check an ``.onnx`` file given directly against the sha256 its export recorded.
+
+    Returns a notice when it cannot be verified (no sidecar, an older export); raises
+    :class:`VerificationError` when the sidecar says the file was changed after verification.
+    """
+    sidecar, recorded = _sidecar_record(path)
+    if sidecar is None:
+        return (f"{path}: no {path.name}.json beside it records a verified export; "
+                "using it unverified")
+    problem = _hash_problem(path, recorded, sidecar)
+    if problem is None:
         return None
-    int8 = info.get("int8") or {}
-    if int8.get("kept") and (folder / int8.get("file", "")).is_file():
-        return folder / int8["file"]
-    return folder / FORMATS["onnx"] if (folder / FORMATS["onnx"]).is_file() else None
+    if recorded is None:
+        return f"{problem}; using it unverified"
+    raise VerificationError(f"{problem}; re-export it (resnetlab export RUN) or remove "
+                            f"{sidecar.name} to use the file unverified")
+
+
+def _sidecar_record(path: Path) -> tuple[Path | None, str | None]:
+    """(sidecar, recorded sha256) of an export file; the int8 twin is recorded in its fp32
+    model's sidecar."""
+    own = Path(f"{path}.json")
+    if own.is_file():
+        return own, _read_json(own).get("file_sha256")
+    if path.name.endswith(".int8.onnx"):
+        base = path.with_name(path.name[: -len(".int8.onnx")] + ".onnx.json")
+        int8 = _read_json(base).get("int8") or {} if base.is_file() else {}
+        if int8.get("file") == path.name:
+            return base, int8.get("sha256")
+    return None, None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _out_path(source: Path, fmt: str, out: str | os.PathLike | None) -> Path:
@@ -216,6 +281,8 @@ def _export_staged(loaded: LoadedModel, net: nn.Module, x: torch.Tensor, path: P
         from resnetlab.deploy.onnx import write_onnx_meta
 
         write_onnx_meta(path, meta)
+    # the file's own hash, taken last: predict and serve re-check it before every use
+    meta["file_sha256"] = file_sha256(path)
     Path(f"{path}.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     return result
 
@@ -329,8 +396,9 @@ def _int8(loaded: LoadedModel, fp32_path: Path, net: nn.Module, max_drop: float)
     agree = float((OnnxBackend(fp32_path)(x).argmax(1) == OnnxBackend(int8_path)(x).argmax(1))
                   .float().mean())
     kept = fp32_acc - int8_acc <= max_drop
+    sha256 = file_sha256(int8_path) if kept else None
     if not kept:
         int8_path.unlink()
-    return {"file": int8_path.name, "fp32_accuracy": fp32_acc, "int8_accuracy": int8_acc,
+    return {"file": int8_path.name, "sha256": sha256, "fp32_accuracy": fp32_acc, "int8_accuracy": int8_acc,
             "change_points": int8_acc - fp32_acc, "max_drop": max_drop, "kept": kept,
             "top1_agreement": agree, "test_images": sum(len(y) for _, y in test)}

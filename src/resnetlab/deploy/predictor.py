@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from resnetlab.checkpoint import Checkpoint, load_checkpoint
-from resnetlab.models.registry import create_model, model_info
+from resnetlab.deploy.export import auto_export, check_onnx_file, export_status
+from resnetlab.deploy.loading import LoadedModel, load_model
+from resnetlab.models.registry import model_info
 from resnetlab.utils import autocast, resolve_device, resolve_dtype
 from resnetlab.utils.errors import ConfigError, DataError
 
@@ -34,99 +35,6 @@ class Backend(Protocol):
     """Maps a float32 batch (on the CPU) to float32 logits (on the CPU), shape ``(N, K)``."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
-
-
-@dataclass
-class LoadedModel:
-    """A network rebuilt from a checkpoint, with what is needed to feed it."""
-
-    model: nn.Module
-    build_args: dict[str, Any]      # create_model(name, **kwargs), as stored in the checkpoint
-    classes: list[str]
-    data_meta: dict[str, Any] | None  # the data layer's preprocessing meta (None: bare weights)
-    meta: dict[str, Any] = field(default_factory=dict)
-    source: Path | None = None
-
-    @property
-    def input_kind(self) -> str:
-        return str(model_info(self.build_args["name"]).get("input_kind", "image"))
-
-    @property
-    def in_channels(self) -> int:
-        """Channels (images) or features (vectors) the first layer expects."""
-        args = self.build_args
-        found = args.get("in_chans", args.get("in_features"))
-        if found is None:  # built with the default: read it off the first layer's weight
-            found = int(self.model.state_dict()[_first_weight_key(self.model)].shape[1])
-        return found
-
-
-def _input_key(name: str) -> str:
-    return "in_features" if model_info(name).get("input_kind") == "vector" else "in_chans"
-
-
-def _first_weight_key(model: nn.Module) -> str:
-    """The first >= 2-D weight in forward-definition order: the stem conv or input linear."""
-    return next(k for k, v in model.state_dict().items() if v.ndim >= 2)
-
-
-def _classifier_key(model: nn.Module) -> str | None:
-    get = getattr(model, "get_classifier", None)
-    head = get() if callable(get) else None
-    if head is None:
-        return None
-    return next((f"{n}.weight" for n, m in model.named_modules() if m is head), None)
-
-
-def _infer_build_args(ckpt: Checkpoint, name: str, num_classes: int | None,
-                      in_channels: int | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``create_model`` arguments for bare weights: flags win, else shapes read off the file."""
-    key = _input_key(name)
-    probe = create_model(name, **{**kwargs, "num_classes": num_classes or 1})
-    if num_classes is None:
-        head = _classifier_key(probe)
-        if head is None or head not in ckpt.model_state:
-            raise ConfigError(f"{ckpt.path}: cannot tell the number of classes; pass --num-classes")
-        num_classes = int(ckpt.model_state[head].shape[0])
-    if in_channels is None:
-        first = _first_weight_key(probe)
-        if first not in ckpt.model_state:
-            raise ConfigError(f"{ckpt.path}: cannot tell the input channels; pass --in-chans")
-        in_channels = int(ckpt.model_state[first].shape[1])
-    return {"name": name, **kwargs, "num_classes": num_classes, key: in_channels}
-
-
-def load_model(source: str | os.PathLike, *, model: str | None = None,
-               num_classes: int | None = None, in_chans: int | None = None,
-               model_kwargs: dict[str, Any] | None = None) -> LoadedModel:
-    """Rebuild the network stored at ``source`` and load its weights (in eval mode, on the CPU).
-
-    ``source`` is a run directory (its ``best`` checkpoint, else ``last``), a checkpoint
-    directory, or a weights file (``.safetensors``; ``.pt/.pth`` only through
-    ``torch.load(weights_only=True)``).  A resnetlab checkpoint names its own model; bare
-    weights need ``model`` (a registry name) and, when they were built with non-default
-    arguments, ``model_kwargs`` (e.g. ``{"width_mult": 0.5}``).  ``num_classes`` and
-    ``in_chans`` (channels, or features for vector models) are read off the weights when not
-    given.
-    """
-    ckpt = load_checkpoint(source, train_state=False)
-    stored = ckpt.meta.get("model")
-    if stored and (model and model != stored.get("name") or model_kwargs):
-        flag = f"--model {model}" if model and model != stored.get("name") else "--set"
-        raise ConfigError(f"{source} holds a {stored.get('name')} checkpoint that names its own "
-                          f"architecture; drop {flag}")
-    if stored:
-        args = dict(stored)
-    elif model:
-        args = _infer_build_args(ckpt, model, num_classes, in_chans, dict(model_kwargs or {}))
-    else:
-        raise ConfigError(f"{source}: bare weights do not name their architecture; pass --model "
-                          "NAME (and --num-classes/--in-chans if they cannot be read off the weights)")
-    kwargs = {k: v for k, v in args.items() if k != "name"}
-    net = create_model(args["name"], **kwargs)
-    ckpt.load_into(net)
-    classes = [str(c) for c in ckpt.meta.get("classes") or range(kwargs.get("num_classes", 0))]
-    return LoadedModel(net.eval(), args, classes, ckpt.meta.get("data"), ckpt.meta, ckpt.path)
 
 
 class TorchBackend:
@@ -215,33 +123,68 @@ class Predictor:
         (keyword arguments as :func:`load_predictor`)."""
         return load_predictor(path, **kwargs)
 
-    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities ``(N, K)`` (float32), computed ``batch_size`` rows at a time."""
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw backend outputs (logits, or standardised regression values), float32, computed
+        ``batch_size`` rows at a time."""
         if len(x) == 0:
             return torch.empty(0, len(self.classes))
-        chunks = [self.backend(part) for part in x.split(self.batch_size)]
-        return torch.cat(chunks).softmax(dim=1)
+        return torch.cat([self.backend(part) for part in x.split(self.batch_size)]).float()
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities ``(N, K)`` (float32), computed ``batch_size`` rows at a time."""
+        return self.outputs(x).softmax(dim=1)
 
     def topk(self, x: torch.Tensor, labels: Sequence[str], k: int = 5) -> list[Prediction]:
         """Top-``k`` (at most the number of classes) for a preprocessed batch."""
         if k < 1:
             raise ConfigError(f"--top-k {k}: must be at least 1")
+        return self.predictions(self.outputs(x), labels, k)
+
+    def predictions(self, outputs: torch.Tensor, labels: Sequence[str], k: int = 5
+                    ) -> list[Prediction]:
+        """Top-``k`` from :meth:`outputs` (a regression table: values in target units)."""
         if (self.data_meta or {}).get("task") == "regression":
-            return self._values(x, labels)
-        probs = self.probabilities(x)
+            return self._values(outputs, labels)
+        probs = outputs.softmax(dim=1)
         values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
         return [Prediction(label, [self._name(i) for i in idx.tolist()], idx.tolist(), val.tolist())
                 for label, val, idx in zip(labels, values, indices, strict=True)]
 
-    def _values(self, x: torch.Tensor, labels: Sequence[str]) -> list[Prediction]:
+    def _values(self, z: torch.Tensor, labels: Sequence[str]) -> list[Prediction]:
         """A regression table: outputs mapped from the standardised scale to target units."""
         from resnetlab.data.tables import TableSchema
 
         schema = TableSchema.from_meta(self.data_meta["table"])
-        z = torch.cat([self.backend(part) for part in x.split(self.batch_size)]).float()
         values = schema.to_target_units(z.reshape(-1).numpy()).tolist()
         return [Prediction(label, [schema.target], [0], [1.0], value=v)
                 for label, v in zip(labels, values, strict=True)]
+
+    def preprocess_images(self, sources: Sequence[str | os.PathLike | bytes],
+                          names: Sequence[str] | None = None,
+                          max_pixels: int | None = None) -> torch.Tensor:
+        """Image files or their bytes -> the network's input batch: the one image
+        preprocessing of ``predict`` and ``serve``.  With ``resize_short`` (the ImageNet
+        preset) the short side is resized to it and the centre ``image_size`` cropped, as
+        torchvision's reference eval (resize 256, crop 224) does.  Normalisation is per
+        channel, so cropping after it is exact."""
+        from resnetlab.data import decode_images
+
+        short = self.data_meta.get("resize_short")
+        if not short:
+            return decode_images(sources, self.data_meta, names=names, max_pixels=max_pixels)
+        # covering a short x short square scales the image's short side to exactly ``short``
+        x = decode_images(sources, {**self.data_meta, "image_size": [short, short]},
+                          names=names, max_pixels=max_pixels)
+        (h, w), (sh, sw) = self.data_meta["image_size"], x.shape[-2:]
+        top, left = round((sh - h) / 2), round((sw - w) / 2)
+        return x[..., top:top + h, left:left + w].contiguous()
+
+    def preprocess_records(self, records: Sequence[Any], name: str = "request") -> torch.Tensor:
+        """JSON rows of a table model -> its input batch, through the training schema (the
+        same :func:`resnetlab.data.table_features` as CSV files)."""
+        from resnetlab.data import records_table, table_features
+
+        return table_features(records_table(records, self.data_meta, name), self.data_meta)
 
     def predict(self, inputs: Sequence[str | os.PathLike], k: int = 5) -> list[Prediction]:
         """Top-``k`` for files and folders (searched recursively), preprocessed like training."""
@@ -284,19 +227,11 @@ class Predictor:
         return (torch.cat(parts) if parts else torch.empty(0)), labels
 
     def _decode(self, files: list[Path]) -> tuple[torch.Tensor, list[str]]:
-        """``preprocess_inputs``; with ``resize_short`` (the ImageNet preset) the short side is
-        resized to it and the centre ``image_size`` cropped, as torchvision's reference eval
-        (resize 256, crop 224) does.  Normalisation is per channel, so cropping after it is exact."""
         from resnetlab.data import preprocess_inputs
 
-        short = self.data_meta.get("resize_short")
-        if not short:
-            return preprocess_inputs(files, self.data_meta)
-        # covering a short x short square scales the image's short side to exactly ``short``
-        x, labels = preprocess_inputs(files, {**self.data_meta, "image_size": [short, short]})
-        (h, w), (sh, sw) = self.data_meta["image_size"], x.shape[-2:]
-        top, left = round((sh - h) / 2), round((sw - w) / 2)
-        return x[..., top:top + h, left:left + w].contiguous(), labels
+        if self.data_meta.get("kind") == "image":
+            return self.preprocess_images(files), [str(f) for f in files]
+        return preprocess_inputs(files, self.data_meta)
 
     def _note_conversion(self, files: list[Path]) -> None:
         """State once that images are converted to the network's channel count."""
@@ -347,7 +282,7 @@ def load_predictor(source: str | os.PathLike, *, runtime: str = "auto", device: 
                    num_classes: int | None = None, in_chans: int | None = None,
                    model_kwargs: dict[str, Any] | None = None,
                    data_meta: dict[str, Any] | None = None, batch_size: int = 256,
-                   on_bad_image: str = "error") -> Predictor:
+                   on_bad_image: str = "error", int8: bool | None = None) -> Predictor:
     """A :class:`Predictor` for a run directory, checkpoint, weights file or ``.onnx`` file.
 
     ``runtime``: ``onnx`` (onnxruntime; an ``.onnx`` file, or a run's verified export),
@@ -357,6 +292,8 @@ def load_predictor(source: str | os.PathLike, *, runtime: str = "auto", device: 
     said in ``notices``) and reused by later calls; else torch (also on a GPU device, and when
     the run directory is read-only, with a notice).  ``data_meta`` overrides (or, for bare weights,
     supplies) the preprocessing; bare weights without it get their family's preset.
+    ``int8``: None takes the fastest verified export (int8 when one was kept), False the fp32
+    one only, True requires the run's kept int8 export.
     """
     _check_batch_size(batch_size)
     if runtime not in RUNTIMES:
@@ -366,11 +303,14 @@ def load_predictor(source: str | os.PathLike, *, runtime: str = "auto", device: 
         if runtime == "torch":
             raise ConfigError(f"{source}: an .onnx file runs through onnxruntime; drop "
                               "--runtime torch, or give the run directory")
-        return _onnx_predictor(path, data_meta, batch_size, on_bad_image)
+        unverified = check_onnx_file(path)
+        predictor = _onnx_predictor(path, data_meta, batch_size, on_bad_image)
+        predictor.notices[:0] = [unverified] if unverified else []
+        return predictor
     notices: list[str] = []
     # onnxruntime runs here on the CPU: on a GPU device, auto means torch there
     if not model and (runtime == "onnx" or runtime == "auto" and resolve_device(device).type == "cpu"):
-        export, notices = _fastest_export(path, runtime)
+        export, notices = _fastest_export(path, runtime, int8)
         if export is not None:
             predictor = _onnx_predictor(export, data_meta, batch_size, on_bad_image)
             predictor.notices[:0] = notices
@@ -383,15 +323,19 @@ def load_predictor(source: str | os.PathLike, *, runtime: str = "auto", device: 
                      on_bad_image, notices, runtime="torch")
 
 
-def _fastest_export(path: Path, runtime: str) -> tuple[Path | None, list[str]]:
+def _fastest_export(path: Path, runtime: str, int8: bool | None = None
+                    ) -> tuple[Path | None, list[str]]:
     """The run's verified ONNX export for its current checkpoint, made once when missing
     (onnxruntime fp32 is ~1.4x resnetlab's torch path on CPUs: ``benchmarks/infer.py``)."""
-    from resnetlab.deploy.export import auto_export, verified_export
-
-    export = verified_export(path)
+    export, distrust = export_status(path, int8)
     if export is not None:
         return export, []
+    if int8:
+        why = f" ({distrust.removesuffix('; re-exporting')})" if distrust else ""
+        raise ConfigError(f"{path}: no verified int8 export of its current checkpoint{why}; run "
+                          f"`resnetlab export {path} --format onnx --int8` first")
     export, notices = auto_export(path) if path.is_dir() else (None, [])
+    notices[:0] = [distrust] if distrust else []
     if export is None and runtime == "onnx":
         raise ConfigError(f"{path}: no verified ONNX export of its current checkpoint; run "
                           f"`resnetlab export {path} --format onnx` or use --runtime torch")

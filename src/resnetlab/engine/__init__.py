@@ -30,31 +30,28 @@ Notes on the API agreed in the design brief (additions only, nothing renamed):
   it with ``distributed.broadcast_object``.
 """
 
-from resnetlab.engine.config import (
-    DataConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    ScheduleConfig,
-    TrainConfig,
-    apply_overrides,
-)
-from resnetlab.engine.ema import ModelEma
-from resnetlab.engine.guard import TrainingDiverged
-from resnetlab.engine.logging import EPOCH_COLUMNS, STEP_COLUMNS, read_metrics
-from resnetlab.engine.loop import FitResult, evaluate, fit, train_epoch
-from resnetlab.engine.metrics import EvalResult
-from resnetlab.engine.optim import build_optimizer, param_groups
-from resnetlab.engine.rundir import new_run_dir
-from resnetlab.engine.runtime import Runtime, prepare_runtime
-from resnetlab.engine.schedules import lr_schedule
-from resnetlab.engine.session import TrainSession, epoch_batches, open_session, steps_per_epoch
-from resnetlab.engine.tracker import Tracker, pick_metric
+from __future__ import annotations
 
-__all__ = [
-    "RunConfig", "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig",
-    "apply_overrides", "build_optimizer", "param_groups", "lr_schedule", "evaluate", "EvalResult",
-    "fit", "FitResult", "new_run_dir", "TrainingDiverged", "ModelEma", "Runtime",
-    "prepare_runtime", "epoch_batches", "read_metrics", "EPOCH_COLUMNS", "STEP_COLUMNS",
-    "train_epoch", "TrainSession", "open_session", "steps_per_epoch", "Tracker", "pick_metric",
-]
+import importlib
+from typing import Any
+
+# Loaded on first use, so that reading a config (``resnetlab.engine.config``, and with it
+# ``resnetlab train --help``) does not import torch.
+_WHERE = {
+    "RunConfig": "config", "ModelConfig": "config", "DataConfig": "config", "OptimConfig": "config",
+    "ScheduleConfig": "config", "TrainConfig": "config", "apply_overrides": "config",
+    "ModelEma": "ema", "TrainingDiverged": "guard", "EPOCH_COLUMNS": "logging",
+    "STEP_COLUMNS": "logging", "read_metrics": "logging", "FitResult": "loop", "evaluate": "loop",
+    "fit": "loop", "train_epoch": "loop", "EvalResult": "metrics", "build_optimizer": "optim",
+    "param_groups": "optim", "new_run_dir": "rundir", "Runtime": "runtime",
+    "prepare_runtime": "runtime", "lr_schedule": "schedules", "TrainSession": "session",
+    "epoch_batches": "session", "open_session": "session", "steps_per_epoch": "session",
+    "Tracker": "tracker", "pick_metric": "tracker",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"resnetlab.engine.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'resnetlab.engine' has no attribute {name!r}")

@@ -8,7 +8,6 @@ config and the metrics row of the epoch they come from.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from resnetlab.engine.ema import ModelEma
 from resnetlab.engine.session import TrainSession
 from resnetlab.engine.state import TrainProgress, match_param_layout, rng_state, set_rng_state
 from resnetlab.utils.errors import ConfigError
+from resnetlab.utils.notices import say
 
 __all__ = ["save", "last_path", "restore"]
 
@@ -90,6 +90,6 @@ def _on_world(s: TrainSession, st: TrainProgress, saved_world: int) -> TrainProg
     st.batch = min(distributed.map_batch(st.batch, saved_world, world), s.steps_per_epoch)
     st.step = st.epoch * s.steps_per_epoch + st.batch
     if s.main:  # said even without a progress display: the run's step numbers change here
-        print(f"resuming a {saved_world}-process checkpoint on {world}: epoch {st.epoch + 1} "
-              f"continues at batch {st.batch} of {s.steps_per_epoch}", file=sys.stderr, flush=True)
+        say(f"resuming a {saved_world}-process checkpoint on {world}: epoch {st.epoch + 1} "
+            f"continues at batch {st.batch} of {s.steps_per_epoch}")
     return st

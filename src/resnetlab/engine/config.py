@@ -4,6 +4,12 @@ Only plain values live here (str, int, float, bool, lists, dicts), so a config i
 and the saved ``config.yaml`` of a run reproduces it with ``resnetlab train --config``.
 Every user mistake (unknown key, wrong type) is a one-line :class:`ConfigError` naming the key
 and the file it came from.
+
+Each run option is declared once, as a field below: ``opt(default, flag=, help=, check=)``.
+The command-line flags of ``train``/``finetune``/``compare`` (:mod:`resnetlab.cli.options`),
+the ``--set`` keys, the checks and their one-line errors, and the options table of the docs
+(:func:`options_markdown`) are all generated from these declarations.  Adding an option means
+adding one field here, plus the code that uses it.
 """
 
 from __future__ import annotations
@@ -11,12 +17,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 import yaml
 
@@ -26,15 +33,82 @@ from resnetlab.utils.errors import ConfigError
 __all__ = [
     "ModelConfig", "DataConfig", "FinetuneConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "RunConfig",
     "DistributedRecord",
-    "apply_overrides", "FLAGS", "flag_for", "validate",
+    "apply_overrides", "FLAGS", "CHECKS", "OPTIONS", "Option", "flag_for", "validate", "options_markdown",
+    "default_recipe", "effective_default", "options_page",
 ]
+
+
+class Check(NamedTuple):
+    """A range check and what the user reads when it fails (``"must be a finite number > 0"``)."""
+
+    ok: Callable[[Any], bool]
+    says: str
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _in(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], bool]:
+    def check(x: Any) -> bool:
+        return _finite(x) and (x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
+    return check
+
+
+def _duration_ok(value: Any) -> bool:
+    try:
+        parse_duration(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _one_of(*choices: str, says: str | None = None) -> Check:
+    return Check(lambda v: v in choices, says or "must be " + " or ".join(
+        [", ".join(choices[:-1]), choices[-1]] if len(choices) > 2 else choices))
+
+
+_INF = math.inf
+POSITIVE = Check(_in(0, _INF, lo_open=True), "must be a finite number > 0")
+NON_NEGATIVE = Check(_in(0, _INF), "must be a finite number >= 0")
+UNIT = Check(_in(0, 1), "must be in [0, 1]")
+UNIT_OPEN = Check(_in(0, 1, hi_open=True), "must be in [0, 1)")
+COUNT = Check(_in(1, _INF), "must be at least 1")
+
+# metrics.csv columns that can pick the best checkpoint; True = higher is better
+METRICS = {"val_top1": True, "val_top5": True, "val_loss": False, "train_top1": True, "train_loss": False,
+           "val_rmse": False, "val_r2": True, "train_rmse": False}  # the last three: regression
+FREEZE_CHOICES = "none, stem, stages:K or backbone"
+_FREEZE = re.compile(r"none|stem|backbone|stages:\d+")
+
+
+def opt(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None,
+        flag: str | None = None, help: str = "", check: Check | None = None,  # noqa: A002
+        negatable: bool = True, only: str | None = None, shown: str | None = None) -> Any:
+    """A config field that is also a run option.
+
+    ``flag``: the command-line name (None: reached with ``--set section.key=value`` only);
+    ``help``: one sentence for ``--help`` and the docs; ``check``: the range check and its
+    message (None values are never checked); ``negatable``: a bool flag also gets ``--no-X``;
+    ``only``: the one command that has the flag (``"finetune"``); ``shown``: the default as
+    text where the value alone does not say it (e.g. "the data's own split").
+    """
+    meta = {"flag": flag, "help": help, "check": check, "negatable": negatable, "only": only,
+            "shown": shown}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class ModelConfig:
-    """What to build: ``create_model(name, **kwargs)`` (the CLI adds num_classes / in_chans)."""
+    """What to build: ``create_model(name, **kwargs)`` (the CLI adds num_classes / in_chans).
 
-    name: str = "resnet20"
+    The model arguments with a flag of their own are declared in :data:`MODEL_ARGS`; any other
+    is ``--set KEY=VALUE`` (checked by the model builder).
+    """
+
+    name: str = opt("resnet20", flag="--model", help="Registry name (`resnetlab models` lists them).")
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -48,37 +122,42 @@ class DataConfig:
     ``image_size``: one size or ``[height, width]``.
     """
 
-    name: str = "fashion-mnist"
-    data_dir: str | None = None
-    batch_size: int = 128
-    eval_batch_size: int = 512
-    val_size: int | float | None = None
-    train_size: int | None = None
-    augment: str | None = None
-    target: str | None = None
-    val_dir: str | None = None
-    image_size: int | tuple[int, int] | None = None
+    name: str = opt("fashion-mnist", flag="--data", help="fashion-mnist, mnist, kmnist, cifar10, cifar100, folder:PATH or csv:PATH.")
+    data_dir: str | None = opt(None, flag="--data-dir", help="Where the data set's files are.", shown="the data set's usual place")
+    batch_size: int = opt(128, flag="--batch-size", help="Training batch size.", check=COUNT)
+    eval_batch_size: int = opt(512, flag="--eval-batch-size", help="Evaluation batch size.", check=COUNT)
+    val_size: int | float | None = opt(
+        None, flag="--val-size", shown="the data's own split",
+        help="Held out for validation: a count (500) or a fraction (0.1).",
+        check=Check(lambda v: (isinstance(v, int) and v >= 0) or (_finite(v) and 0 < v < 1),
+                    "must be a count >= 0 or a fraction in (0, 1), e.g. 500 or 0.1"))
+    train_size: int | None = opt(None, flag="--train-size", help="Stratified subset of the training split.", check=COUNT, shown="all of it")
+    augment: str | None = opt(None, flag="--augment", shown="the data's own",
+                              help="Image augmentation: default, none, or e.g. crop:2,flip,erase:0.25 (tables get none).")
+    target: str | None = opt(None, flag="--target", help="Target column of csv: data.", shown="the last column")
+    val_dir: str | None = opt(None, flag="--val-dir", help="Separate validation folder for folder: data.")
+    image_size: int | tuple[int, int] | None = opt(None, flag="--image-size", help="Resize folder images to this size.", shown="as stored")
     # Progressive resizing: training is split into len(progressive_sizes) equal phases of
     # optimiser steps, and phase k trains on images whose longer side is resized (bilinear,
     # antialiased) to progressive_sizes[k], e.g. [20, 20, 24, 28]: early epochs cost half.
     # Validation and test always see the full size.  Empty: every step at the full size.
-    progressive_sizes: list[int] = field(default_factory=list)
-    on_bad_image: str = "error"
-    cache_dir: str | None = None
-    download: bool = True
-    # Reached with --set data.KEY=VALUE.  split_seed fixes the hold-out (and --train-size
-    # subset) independently of the training seed; num_workers None: none for < 512 files;
-    # in_memory None: decode a folder into memory when it fits in a quarter of RAM;
-    # categorical: CSV columns forced to categories; encoding: onehot or embed.
-    # allow_single_class: train on one class (otherwise an error); task: table target is
-    # "classification", "regression" or None (regression for a numeric target with many values).
-    allow_single_class: bool = False
-    task: str | None = None
-    split_seed: int = 0
-    num_workers: int | None = None
-    in_memory: bool | None = None
-    categorical: list[str] = field(default_factory=list)
-    encoding: str = "onehot"
+    progressive_sizes: list[int] = opt(
+        factory=list, flag="--progressive-sizes",
+        help="Progressive resizing: equal phases of training at these image sizes, e.g. 20,24,28 (evaluation at full size).",
+        check=Check(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 4,
+                    "must be whole pixel sizes >= 4, e.g. 20,24,28"))
+    on_bad_image: str = opt("error", flag="--on-bad-image", help="error or skip unreadable images.", check=_one_of("error", "skip"))
+    cache_dir: str | None = opt(None, flag="--cache-dir", help="Cache decoded folder images here.")
+    download: bool = opt(True, flag="--download", help="Download named data sets when missing.")
+    allow_single_class: bool = opt(False, flag="--allow-single-class", negatable=False,
+                                   help="Train even when the data has one class (otherwise an error).")
+    task: str | None = opt(None, flag="--task", check=_one_of("classification", "regression"), shown="from the target",
+                           help="csv: target is classification or regression (default: regression for a numeric target with many distinct values).")
+    split_seed: int = opt(0, help="Seed of the train/val hold-out and the --train-size subset (independent of --seed).")
+    num_workers: int | None = opt(None, help="Loader worker processes (null: none for < 512 files).")
+    in_memory: bool | None = opt(None, help="Decode a folder into memory (null: when it fits in a quarter of RAM).")
+    categorical: list[str] = opt(factory=list, help="CSV columns forced to categories.")
+    encoding: str = opt("onehot", help="Categorical columns of a table: onehot or embed.")
 
 
 @dataclass
@@ -89,14 +168,16 @@ class OptimConfig:
     decaying a BN scale only changes the effective learning rate of the layer before it.
     """
 
-    name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    decay_norm_and_bias: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
+    name: str = opt("sgd", flag="--optimizer", help="sgd or adamw.",
+                    check=_one_of("sgd", "adamw", says="choose one of sgd, adamw"))
+    lr: float = opt(0.1, flag="--lr", help="Peak learning rate.", check=POSITIVE)
+    momentum: float = opt(0.9, flag="--momentum", help="SGD momentum.", check=UNIT_OPEN)
+    nesterov: bool = opt(True, flag="--nesterov", help="Nesterov momentum.")
+    weight_decay: float = opt(5e-4, flag="--weight-decay", help="L2 / decoupled weight decay.", check=NON_NEGATIVE)
+    decay_norm_and_bias: bool = opt(False, flag="--decay-norm-and-bias", help="Also decay norm parameters and biases.")
+    betas: tuple[float, float] = opt((0.9, 0.999), flag="--betas", help="AdamW betas, e.g. 0.9,0.999.",
+                                     check=Check(UNIT_OPEN.ok, "must be two numbers in [0, 1)"))
+    eps: float = opt(1e-8, flag="--eps", help="AdamW epsilon.", check=POSITIVE)
 
 
 @dataclass
@@ -110,13 +191,19 @@ class ScheduleConfig:
     all steps), starting from ``warmup_start_frac`` x lr.  ``milestones`` are in epochs.
     """
 
-    name: str = "onecycle"
-    warmup_epochs: float = 0.0
-    warmup_frac: float = 0.0
-    warmup_start_frac: float = 0.0
-    milestones: list[float] = field(default_factory=list)
-    gamma: float = 0.1
-    final_lr_frac: float = 0.0
+    name: str = opt("onecycle", flag="--schedule", help="onecycle, cosine, step or constant.",
+                    check=_one_of("onecycle", "cosine", "step", "constant",
+                                  says="choose one of onecycle, cosine, step, constant"))
+    warmup_epochs: float = opt(0.0, flag="--warmup-epochs", help="Linear warm-up length in epochs.",
+                               check=Check(NON_NEGATIVE.ok, "must be a finite number of epochs >= 0"))
+    warmup_frac: float = opt(0.0, flag="--warmup-frac", help="Linear warm-up as a fraction of all steps.",
+                             check=Check(UNIT_OPEN.ok, "must be a fraction of all steps in [0, 1)"))
+    warmup_start_frac: float = opt(0.0, flag="--warmup-start-frac", check=UNIT,
+                                   help="Warm-up starts at this fraction of the peak learning rate.")
+    milestones: list[float] = opt(factory=list, flag="--milestones", help="Step schedule epochs, e.g. 30,45.",
+                                  check=Check(NON_NEGATIVE.ok, "must be epochs >= 0"))
+    gamma: float = opt(0.1, flag="--gamma", help="Step schedule factor.", check=POSITIVE)
+    final_lr_frac: float = opt(0.0, flag="--final-lr-frac", help="Final learning rate as a fraction of the peak.", check=UNIT)
 
 
 @dataclass
@@ -128,31 +215,38 @@ class TrainConfig:
     ``metrics.csv`` (``val_top1``, ``val_top5``, ``val_loss``, ``train_loss``, ``train_top1``).
     """
 
-    epochs: int = 10
-    max_steps: int | None = None
-    label_smoothing: float = 0.0
-    ema_decay: float | None = None
-    clip_grad_norm: float | None = None
-    early_stop_patience: int | None = None
-    early_stop_metric: str = "val_top1"
-    max_nonfinite_steps: int = 10
-    precision: str = "auto"
-    channels_last: bool = True
-    compile: bool = False
-    # BatchNorm statistics over the global batch of all ranks under torchrun (no-op on one)
-    sync_bn: bool = False
-    deterministic: bool = False
-    device: str = "auto"
-    seed: int = 0
-    log_every: int = 50
-    checkpoint_every: int | None = None
-    tta: bool = False
+    epochs: int = opt(10, flag="--epochs", help="Training epochs.", check=COUNT)
     # ``time_budget`` (seconds, or text such as "5m"): before training, a few steps are timed
     # and ``steps`` is fixed so the whole run ends inside it (resnetlab.run.budget); a config
     # that already has ``steps`` (a saved config.yaml) reruns that length without measuring.
-    time_budget: float | str | None = None
+    time_budget: float | str | None = opt(
+        None, flag="--time-budget",
+        help="Wall time for the whole run, e.g. 5m or 90s: a few steps are timed first and the step count is fixed to end inside it (saved in config.yaml).",
+        check=Check(_duration_ok, "must be a duration such as 5m, 90s or 300 (seconds)"))
+    max_steps: int | None = opt(None, flag="--max-steps", help="Stop after this many steps (smoke tests).", check=COUNT)
+    label_smoothing: float = opt(0.0, flag="--label-smoothing", help="Label smoothing.", check=UNIT_OPEN)
+    ema_decay: float | None = opt(None, flag="--ema", help="Weight EMA decay per step, e.g. 0.999.",
+                                  check=Check(_in(0, 1, lo_open=True, hi_open=True), "must be in (0, 1), e.g. 0.999"))
+    clip_grad_norm: float | None = opt(None, flag="--clip-grad", help="Clip the gradient norm to this.", check=POSITIVE)
+    early_stop_patience: int | None = opt(None, flag="--early-stop", help="Stop after this many epochs without improvement.",
+                                          check=Check(COUNT.ok, "must be at least 1 epoch"))
+    early_stop_metric: str = opt("val_top1", flag="--early-stop-metric", help="Metric for early stopping and best checkpoint.",
+                                 check=_one_of(*METRICS, says="must be one of " + ", ".join(METRICS)))
+    max_nonfinite_steps: int = opt(10, flag="--max-nonfinite-steps", help="Stop after this many NaN/inf losses in a row.", check=COUNT)
+    precision: str = opt("auto", flag="--precision", help="auto, fp32, bf16 or fp16.")
+    channels_last: bool = opt(True, flag="--channels-last", help="NHWC memory layout.")
+    compile: bool = opt(False, flag="--compile", help="torch.compile the model.")
+    # BatchNorm statistics over the global batch of all ranks under torchrun (no-op on one)
+    sync_bn: bool = opt(False, flag="--sync-bn", help="BatchNorm statistics over the global batch of all processes (data-parallel runs).")
+    deterministic: bool = opt(False, flag="--deterministic", help="Deterministic algorithms (bit-exact resume).")
+    device: str = opt("auto", flag="--device", help="auto, cpu, cuda, cuda:1, mps.")
+    seed: int = opt(0, flag="--seed", help="Seed of the batch order, augmentation and initialisation (the train/val split is fixed).")
+    log_every: int = opt(50, flag="--log-every", help="Steps between steps.csv rows.", check=Check(COUNT.ok, "must be at least 1 step"))
+    checkpoint_every: int | None = opt(None, flag="--checkpoint-every", help="Steps between mid-epoch checkpoints.",
+                                       check=Check(_in(0, _INF), "must be >= 0 steps (0 or null: only at epoch ends)"))
+    tta: bool = opt(False, flag="--tta", help="Flip test-time augmentation in the final evaluation.")
     # The run's length in optimiser steps when set: the schedule ends there, not at epochs.
-    steps: int | None = None
+    steps: int | None = opt(None, help="The run's length in optimiser steps (set by --time-budget; the schedule ends there).", check=COUNT)
 
 
 @dataclass
@@ -167,13 +261,21 @@ class FinetuneConfig:
     records the pretrained classes (filled in by the fine-tune).
     """
 
-    source: str | None = None
-    freeze: str = "none"
-    bn: str = "train"
-    backbone_lr_scale: float = 1.0
-    unfreeze_at: int | None = None
-    bn_reestimate: int = 0
-    source_classes: list[str] = field(default_factory=list)
+    source: str | None = opt(None, flag="--from", only="finetune",
+                             help="Pretrained run directory, checkpoint or weights file (.safetensors, .pth, .th).")
+    freeze: str = opt("none", flag="--freeze", only="finetune",
+                      help="none, stem, stages:K (stem + K stages from the input) or backbone.",
+                      check=Check(lambda v: isinstance(v, str) and _FREEZE.fullmatch(v.strip()) is not None,
+                                  f"choose {FREEZE_CHOICES} (K counts stages from the input)"))
+    bn: str = opt("train", flag="--bn", only="finetune", help="train, or frozen (running statistics, no gamma/beta updates).",
+                  check=_one_of("train", "frozen", says="choose train or frozen"))
+    backbone_lr_scale: float = opt(1.0, flag="--backbone-lr-scale", only="finetune", check=NON_NEGATIVE,
+                                   help="Backbone learning rate = this x --lr (the head gets --lr).")
+    unfreeze_at: int | None = opt(None, flag="--unfreeze-at", only="finetune", check=Check(_in(0, _INF), "must be an epoch >= 0"),
+                                  help="Frozen stages start training after this many epochs.")
+    bn_reestimate: int = opt(0, flag="--bn-reestimate", only="finetune", check=Check(_in(0, _INF), "must be a number of batches >= 0"),
+                             help="Recompute BN statistics on this many batches of the new data first.")
+    source_classes: list[str] = opt(factory=list, help="The pretrained classes (filled in by the fine-tune).")
 
 
 @dataclass
@@ -184,10 +286,10 @@ class DistributedRecord:
     run repeated on another world size is a different run.  None: not recorded (a config
     written by hand, or before resnetlab recorded it)."""
 
-    world_size: int | None = None
-    nodes: int | None = None
-    procs_per_node: int | None = None
-    global_batch: int | None = None
+    world_size: int | None = opt(None, help="Processes that trained the run (recorded).")
+    nodes: int | None = opt(None, help="Machines (torchrun agents) they ran on (recorded).")
+    procs_per_node: int | None = opt(None, help="Processes on each machine (recorded).")
+    global_batch: int | None = opt(None, help="Samples per optimiser step: world_size x data.batch_size (recorded).")
 
 
 @dataclass
@@ -201,8 +303,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     distributed: DistributedRecord = field(default_factory=DistributedRecord)
-    name: str | None = None
-    runs_dir: str = "runs"
+    name: str | None = opt(None, flag="--name", help="Run directory name under --runs-dir (never overwritten).",
+                           shown="<model>-<data>-<time>")
+    runs_dir: str = opt("runs", flag="--runs-dir", help="Parent folder of run directories.")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists, so it is YAML/JSON-safe)."""
@@ -225,20 +328,7 @@ class RunConfig:
     def from_yaml(cls, path: str | Path) -> RunConfig:
         """Read a YAML file; an empty file gives the defaults."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}); a config is "
-                              "YAML text like the shipped recipes (resnetlab/recipes/default.yaml)") from None
-        except OSError as err:  # a directory, no permission, an I/O error
-            raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            problem = str(getattr(err, "problem", None) or err).splitlines()[0]  # one line
-            raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
+        data = _read_yaml(path)
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -246,41 +336,96 @@ class RunConfig:
         return cls.from_dict(data, source=str(path))
 
 
-# The flag a command-line user types for each key.  This is the one table: ``resnetlab train``
-# maps its flags through it, and error messages name the flag.  A key without a flag is reached
-# with ``--set section.key=value``.
-FLAGS: dict[str, str] = {
-    "model.name": "--model", "model.kwargs.drop_rate": "--drop-rate",
-    "model.kwargs.drop_path_rate": "--drop-path", "model.kwargs.width_mult": "--width-mult",
-    "model.kwargs.zero_init_last": "--zero-init-last", "model.kwargs.shortcut": "--shortcut",
-    "model.kwargs.in_chans": "--in-chans",
-    "data.name": "--data", "data.data_dir": "--data-dir", "data.batch_size": "--batch-size",
-    "data.eval_batch_size": "--eval-batch-size", "data.val_size": "--val-size",
-    "data.train_size": "--train-size", "data.augment": "--augment", "data.target": "--target",
-    "data.val_dir": "--val-dir", "data.image_size": "--image-size",
-    "data.progressive_sizes": "--progressive-sizes",
-    "data.on_bad_image": "--on-bad-image", "data.cache_dir": "--cache-dir",
-    "data.download": "--download", "data.allow_single_class": "--allow-single-class",
-    "data.task": "--task",
-    "optim.name": "--optimizer", "optim.lr": "--lr", "optim.momentum": "--momentum",
-    "optim.nesterov": "--nesterov", "optim.weight_decay": "--weight-decay",
-    "optim.decay_norm_and_bias": "--decay-norm-and-bias", "optim.betas": "--betas",
-    "optim.eps": "--eps",
-    "schedule.name": "--schedule", "schedule.warmup_epochs": "--warmup-epochs",
-    "schedule.warmup_frac": "--warmup-frac", "schedule.warmup_start_frac": "--warmup-start-frac",
-    "schedule.milestones": "--milestones", "schedule.gamma": "--gamma",
-    "schedule.final_lr_frac": "--final-lr-frac",
-    "train.epochs": "--epochs", "train.max_steps": "--max-steps",
-    "train.label_smoothing": "--label-smoothing", "train.ema_decay": "--ema",
-    "train.clip_grad_norm": "--clip-grad", "train.early_stop_patience": "--early-stop",
-    "train.early_stop_metric": "--early-stop-metric",
-    "train.max_nonfinite_steps": "--max-nonfinite-steps", "train.precision": "--precision",
-    "train.channels_last": "--channels-last", "train.compile": "--compile",
-    "train.sync_bn": "--sync-bn",
-    "train.deterministic": "--deterministic", "train.device": "--device", "train.seed": "--seed",
-    "train.log_every": "--log-every", "train.checkpoint_every": "--checkpoint-every",
-    "train.tta": "--tta", "train.time_budget": "--time-budget", "name": "--name", "runs_dir": "--runs-dir",
-}
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}); a config is "
+                          "YAML text like the shipped recipes (resnetlab/recipes/default.yaml)") from None
+    except OSError as err:  # a directory, no permission, an I/O error
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = str(getattr(err, "problem", None) or err).splitlines()[0]  # one line
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The option table, generated from the declarations above.
+
+_PANELS = {"": "Run", "model": "Model", "data": "Data", "optim": "Optimiser", "schedule": "Schedule",
+           "train": "Training", "finetune": "Fine-tuning"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One run option, as declared: its config key, type, default, flag, help, panel and check."""
+
+    key: str
+    hint: Any
+    default: Any
+    flag: str | None = None
+    help: str = ""
+    check: Check | None = None
+    negatable: bool = True
+    only: str | None = None
+    shown: str | None = None
+
+    @property
+    def panel(self) -> str:
+        """The ``--help`` panel: the config section's title (``optim`` -> ``Optimiser``)."""
+        return _PANELS[self.key.split(".")[0] if "." in self.key else ""]
+
+    @property
+    def param(self) -> str:
+        """The Python name of the flag's parameter (``--lr`` -> ``lr``, ``--from`` -> ``from_``)."""
+        name = (self.flag or "--" + self.key.rsplit(".", 1)[-1])[2:].replace("-", "_")
+        return name + "_" if name in ("from", "set", "import") else name
+
+
+def _arg(name: str, hint: Any, flag: str, help: str, shown: str, check: Check | None = None) -> Option:  # noqa: A002
+    return Option(f"model.kwargs.{name}", hint, None, flag, help, check, shown=shown)
+
+
+# Model arguments with a flag of their own (``model.kwargs.NAME``); others are ``--set NAME=V``.
+MODEL_ARGS = (
+    _arg("width_mult", float, "--width-mult", "Multiply stage widths.", "1", POSITIVE),
+    _arg("shortcut", str, "--shortcut", "Shortcut where shapes change: A (zero-pad), B (projection), "
+         "C (always projection), none.", "the model's own (A for CIFAR ResNets)"),
+    _arg("zero_init_last", bool, "--zero-init-last", "Start each block as its skip (last BN scale 0).",
+         "the model's own"),
+    _arg("drop_rate", float, "--drop-rate", "Dropout before the classifier.", "0", UNIT_OPEN),
+    _arg("drop_path_rate", float, "--drop-path", "Stochastic depth rate of the last block.", "0", UNIT_OPEN),
+    _arg("in_chans", int, "--in-chans", "Input channels (folder data is converted to it).", "the data's",
+         COUNT),
+)
+
+
+def _declared(cls: type, prefix: str) -> list[Option]:
+    hints, out = typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]) or "help" not in f.metadata:
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        out.append(Option(prefix + f.name, hints[f.name], default, **f.metadata))
+    return out
+
+
+def _all_options() -> dict[str, Option]:
+    options = _declared(RunConfig, "") + _declared(ModelConfig, "model.") + list(MODEL_ARGS)
+    # ``distributed`` is left out: a record of how the run ran (``--nproc``/torchrun), no option
+    for section in ("data", "optim", "schedule", "train", "finetune"):
+        options += _declared(type(getattr(RunConfig(), section)), section + ".")
+    return {o.key: o for o in options}
+
+
+# Every run option, in --help order.  ``FLAGS`` and ``CHECKS`` are views of it.
+OPTIONS: dict[str, Option] = _all_options()
+FLAGS: dict[str, str] = {k: o.flag for k, o in OPTIONS.items() if o.flag}
+CHECKS: dict[str, Check] = {k: o.check for k, o in OPTIONS.items() if o.check}
 
 
 def flag_for(key: str) -> str:
@@ -288,86 +433,86 @@ def flag_for(key: str) -> str:
     return FLAGS.get(key, f"--set {key}")
 
 
-def _finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def _duration_ok(value: Any) -> bool:
-    try:
-        parse_duration(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _in(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], bool]:
-    def check(x: Any) -> bool:
-        return _finite(x) and (x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
-    return check
-
-
-# metrics.csv columns that can pick the best checkpoint; True = higher is better
-METRICS = {"val_top1": True, "val_top5": True, "val_loss": False, "train_top1": True, "train_loss": False,
-           "val_rmse": False, "val_r2": True, "train_rmse": False}  # the last three: regression
-_INF = math.inf
-_POSITIVE, _NON_NEGATIVE, _COUNT = _in(0, _INF, lo_open=True), _in(0, _INF), _in(1, _INF)
-# key: (check, what a good value is).  None (where a key allows it) is never checked.
-CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "optim.lr": (_POSITIVE, "a finite number > 0"),
-    "optim.momentum": (_in(0, 1, hi_open=True), "in [0, 1)"),
-    "optim.weight_decay": (_NON_NEGATIVE, "a finite number >= 0"),
-    "optim.betas": (_in(0, 1, hi_open=True), "two numbers in [0, 1)"),
-    "optim.eps": (_POSITIVE, "a finite number > 0"),
-    "schedule.warmup_epochs": (_NON_NEGATIVE, "a finite number of epochs >= 0"),
-    "schedule.warmup_frac": (_in(0, 1, hi_open=True), "a fraction of all steps in [0, 1)"),
-    "schedule.warmup_start_frac": (_in(0, 1), "in [0, 1]"),
-    "schedule.milestones": (_NON_NEGATIVE, "epochs >= 0"),
-    "schedule.gamma": (_POSITIVE, "a finite number > 0"),
-    "schedule.final_lr_frac": (_in(0, 1), "in [0, 1]"),
-    "train.epochs": (_COUNT, "at least 1"),
-    "train.max_steps": (_COUNT, "at least 1"),
-    "train.label_smoothing": (_in(0, 1, hi_open=True), "in [0, 1)"),
-    "train.ema_decay": (_in(0, 1, lo_open=True, hi_open=True), "in (0, 1), e.g. 0.999"),
-    "train.clip_grad_norm": (_POSITIVE, "a finite number > 0"),
-    "train.early_stop_patience": (_COUNT, "at least 1 epoch"),
-    "train.max_nonfinite_steps": (_COUNT, "at least 1"),
-    "train.early_stop_metric": (lambda v: v in METRICS, "one of " + ", ".join(METRICS)),
-    "train.log_every": (_COUNT, "at least 1 step"),
-    "train.steps": (_COUNT, "at least 1"),
-    "train.time_budget": (_duration_ok, "a duration such as 5m, 90s or 300 (seconds)"),
-    "train.checkpoint_every": (_NON_NEGATIVE, ">= 0 steps (0 or null: only at epoch ends)"),
-    "data.batch_size": (_COUNT, "at least 1"),
-    "data.eval_batch_size": (_COUNT, "at least 1"),
-    "data.train_size": (_COUNT, "at least 1"),
-    "data.val_size": (lambda v: (isinstance(v, int) and v >= 0) or 0 < v < 1,
-                      "a count >= 0 or a fraction in (0, 1), e.g. 500 or 0.1"),
-    "data.progressive_sizes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 4,
-                               "whole pixel sizes >= 4, e.g. 20,24,28"),
-    "data.on_bad_image": (lambda v: v in ("error", "skip"), "error or skip"),
-    "data.task": (lambda v: v in ("classification", "regression"), "classification or regression"),
-    "finetune.bn": (lambda v: v in ("train", "frozen"), "train or frozen"),
-    "finetune.backbone_lr_scale": (_NON_NEGATIVE, "a finite number >= 0"),
-    "finetune.unfreeze_at": (_NON_NEGATIVE, "an epoch >= 0"),
-    "finetune.bn_reestimate": (_NON_NEGATIVE, "a number of batches >= 0"),
-}
+def _lookup(cfg: RunConfig, key: str) -> Any:
+    if key.startswith("model.kwargs."):
+        return cfg.model.kwargs.get(key.rsplit(".", 1)[1])
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
 
 
 def validate(cfg: RunConfig, source: str = "config") -> None:
     """Raise a one-line :class:`ConfigError` for the first value out of its range.
 
-    Called by :meth:`RunConfig.from_dict` (so YAML files and flag overrides are checked before
-    any run directory exists) and by ``fit`` (for configs built in Python).
+    Called once, by :meth:`RunConfig.from_dict` (so YAML files, flags and ``config_with``
+    are checked before any run directory exists) and by the run API for configs built in
+    Python; nothing below the run API checks again.
     """
-    for key, (check, good) in CHECKS.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+    for key, (check, says) in CHECKS.items():
+        value = _lookup(cfg, key)
         values = value if isinstance(value, (list, tuple)) else [value]
         if value is None or all(check(v) for v in values):
             continue
         shown = _show(value)
         if source == "flags":
-            raise ConfigError(f"{flag_for(key)} {shown}: must be {good}")
-        raise ConfigError(f"{source}: {key} {shown} must be {good} (flag {flag_for(key)})")
+            raise ConfigError(f"{flag_for(key)} {shown}: {says}")
+        raise ConfigError(f"{source}: {key} {shown} {says} (flag {flag_for(key)})")
+    for broken, says in _RULES:
+        if broken(cfg):
+            raise ConfigError(says if source in ("flags", "config") else f"{source}: {says}")
+
+
+# Checks that involve two keys: (broken(cfg), the one-line error).
+_RULES: tuple[tuple[Callable[[RunConfig], bool], str], ...] = (
+    (lambda c: bool(c.schedule.warmup_epochs and c.schedule.warmup_frac),
+     "schedule.warmup_epochs and schedule.warmup_frac are both set; use one (--warmup-epochs or --warmup-frac)"),
+    (lambda c: list(c.schedule.milestones) != sorted(c.schedule.milestones),
+     "schedule.milestones must be increasing epochs >= 0 (--milestones 30,45)"),
+    (lambda c: c.optim.name == "sgd" and c.optim.nesterov and c.optim.momentum <= 0,
+     "optim.nesterov needs optim.momentum > 0 (or use --no-nesterov)"),
+)
+
+
+def default_recipe(name: str = "default") -> RunConfig:
+    """A shipped recipe (``resnetlab/recipes/NAME.yaml``); ``default`` holds the effective
+    defaults of ``resnetlab train``, ``compare-quick`` those of ``resnetlab compare``."""
+    from importlib import resources
+
+    return RunConfig.from_yaml(Path(str(resources.files("resnetlab") / "recipes" / f"{name}.yaml")))
+
+
+def effective_default(option: Option, recipe: RunConfig | None = None) -> str:
+    """The value ``resnetlab train`` uses when the flag is not given, as text."""
+    value = _lookup(recipe or default_recipe(), option.key)
+    if value is None or value == [] or (option.key.startswith("model.kwargs.") and value is None):
+        return option.shown or "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return _show(value).strip("'")
+
+
+def options_markdown(recipe: RunConfig | None = None) -> str:
+    """The options table of the docs (markdown): flag, config key, default, what it does, check."""
+    recipe = recipe or default_recipe()
+    rows = ["| flag | config key | default | what it does |", "| --- | --- | --- | --- |"]
+    for option in OPTIONS.values():
+        flag = f"`{option.flag}`" if option.flag else f"`--set {option.key}=...`"
+        rule = f" ({option.check.says})" if option.check else ""
+        text = (option.help + rule).replace("|", "\\|")
+        rows.append(f"| {flag} | `{option.key}` | `{effective_default(option, recipe)}` | {text} |")
+    return "\n".join(rows) + "\n"
+
+
+def options_page() -> str:
+    """``docs/guide/options.md``: :func:`options_markdown` with its heading.  Regenerate it
+    after declaring an option: ``python -m resnetlab.engine.config > docs/guide/options.md``."""
+    return ("# Run options\n\nEvery option of `resnetlab train` (and of `finetune` and `compare`, "
+            "which take the same flags),\ngenerated from the declarations in "
+            "`src/resnetlab/engine/config.py` by\n`resnetlab.engine.config.options_markdown()`. "
+            "The default is the `default` recipe's\n(`src/resnetlab/recipes/default.yaml`), what "
+            "`resnetlab train` uses when the flag is not given.\nA key without a flag is set with "
+            "`--set section.key=value`.\n\n" + options_markdown())
 
 
 def _show(value: Any) -> str:
@@ -465,8 +610,8 @@ def _type_error(key: str, value: Any, expected: str, source: str) -> ConfigError
     if source != "flags":
         return ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
     base = key.split("[")[0]  # data.progressive_sizes[1] -> data.progressive_sizes
-    good = CHECKS[base][1] if base in CHECKS else expected
-    return ConfigError(f"{flag_for(base)} {_show(value)}: must be {good}")
+    says = CHECKS[base].says if base in CHECKS else f"must be {expected}"
+    return ConfigError(f"{flag_for(base)} {_show(value)}: {says}")
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str = "override") -> RunConfig:
@@ -520,3 +665,7 @@ def _parse_scalar(value: Any) -> Any:
         return yaml.safe_load(value)
     except yaml.YAMLError:
         return value
+
+
+if __name__ == "__main__":  # python -m resnetlab.engine.config > docs/guide/options.md
+    print(options_page(), end="")

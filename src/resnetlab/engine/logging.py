@@ -28,6 +28,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from resnetlab.utils.notices import say
+
 __all__ = ["EPOCH_COLUMNS", "STEP_COLUMNS", "MetricsWriter", "ProgressDisplay", "read_metrics",
            "tracked"]
 
@@ -222,7 +224,7 @@ class ProgressDisplay:
         if self._progress is not None:
             self._progress.console.print(text)
         elif self.kind == "lines":
-            print(text, file=sys.stderr, flush=True)
+            say(text)
 
     def close(self) -> None:
         if self._progress is not None:

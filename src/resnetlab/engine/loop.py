@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from resnetlab.engine import checkpointing, distributed
 from resnetlab.engine.clock import Clock
-from resnetlab.engine.config import RunConfig, validate
-from resnetlab.engine.metrics import ClassificationMeter, EvalResult, RegressionMeter, smoothed_nll
+from resnetlab.engine.config import RunConfig
+from resnetlab.engine.metrics import EvalResult
 from resnetlab.engine.runtime import (
     Runtime,
     global_flags,
@@ -33,6 +32,7 @@ from resnetlab.engine.runtime import (
 )
 from resnetlab.engine.schedules import resize_batch
 from resnetlab.engine.session import TrainSession, epoch_batches, open_session, steps_per_epoch
+from resnetlab.engine.task import Classification, Task, evaluate_batch
 from resnetlab.engine.tracker import pick_metric
 from resnetlab.utils.device import autocast
 from resnetlab.utils.errors import ConfigError
@@ -59,24 +59,25 @@ class FitResult:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str,
-             dtype: torch.dtype = torch.float32, num_classes: int,
+             dtype: torch.dtype = torch.float32, num_classes: int | None = None,
              tta: Callable[[torch.Tensor], Iterable[torch.Tensor]] | None = None,
              label_smoothing: float = 0.0, channels_last: bool = False,
-             target_std: float | None = None) -> EvalResult:
+             task: Task | None = None) -> EvalResult:
     """Loss, top-1/top-5, per-class accuracy and confusion matrix of ``model`` on ``loader``.
 
-    With ``target_std`` the targets are a standardised regression target (floats): the loss is
-    the MSE, and ``rmse`` (in target units, times ``target_std``) and ``r2`` replace accuracy.
+    ``task`` (default: a :class:`Classification` of ``num_classes``) says what the metrics are:
+    a :class:`Regression` has standardised float targets, the MSE as its loss, and ``rmse`` (in
+    target units) and ``r2`` instead of accuracy.
 
     With ``tta`` (e.g. ``resnetlab.data.flip_tta``) the softmax probabilities of the views it
     yields are averaged and the loss is the cross-entropy of that average.  Under torchrun each
     rank evaluates every ``world_size``-th batch and the sums are all-reduced.
     """
+    task = task or Classification(num_classes or 2)
     rt = Runtime(torch.device(device), dtype, channels_last, distributed.dist_info())
     was_training = model.training
     model.eval()
-    meter = (ClassificationMeter(num_classes, rt.device) if target_std is None
-             else RegressionMeter(target_std, rt.device))
+    meter = task.meter(rt.device)
     rank, world = rt.dist.rank, rt.dist.world_size
     if world > 1 and getattr(loader, "strided", False):  # read only this rank's batches
         batches = iter(loader.epoch(0, start=min(rank, len(loader)), every=world))
@@ -84,32 +85,17 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str,
         batches = itertools.islice(iter(loader), rank, None, world)
     for x, y in batches:
         x, y = to_device(x, rt), y.to(rt.device, non_blocking=True)
-        if target_std is not None:
-            with autocast(rt.device, rt.dtype):
-                pred = model(x).float().reshape(y.shape)
-            meter.update(pred, y, ((pred - y) ** 2).sum())
-            continue
-        log_probs = _log_probs(model, x, rt, tta)
-        meter.update(log_probs, y, smoothed_nll(log_probs, y, label_smoothing))
+        evaluate_batch(task, model, x, y, meter, rt, tta, label_smoothing)
     meter.all_reduce()
     model.train(was_training)
     return meter.result()
-
-
-def _log_probs(model: nn.Module, x: torch.Tensor, rt: Runtime, tta: Callable | None) -> torch.Tensor:
-    with autocast(rt.device, rt.dtype):
-        if tta is None:
-            return model(x).float().log_softmax(dim=1)
-        views = list(tta(x))
-        probs = sum(model(v).float().softmax(dim=1) for v in views) / len(views)
-    return probs.clamp_min(torch.finfo(torch.float32).tiny).log()
 
 
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, cfg: RunConfig,
         run_dir: str | Path, *, num_classes: int, extra_meta: dict[str, Any] | None = None,
         resume: bool = False, tta: Callable | None = None, progress: bool | None = None,
         on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
-        target_std: float | None = None) -> FitResult:
+        task: Task | None = None, lr_scales: dict[str, float] | None = None) -> FitResult:
     """Train ``model`` on ``train_loader`` as ``cfg`` says, writing the run into ``run_dir``.
 
     Moves the model to the resolved device (channels_last, optional ``torch.compile``, DDP
@@ -120,17 +106,20 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
     checkpoint.  ``resume=True`` continues from ``run_dir/checkpoints/last`` exactly, including
     the position inside the epoch.  ``tta`` is used for the validation evaluations;
     ``on_epoch_end(row)`` is called after each epoch and stops training by returning True.
-    ``target_std`` makes it a regression on standardised float targets (MSE loss; RMSE in
-    target units and R^2 logged; the best checkpoint by ``val_rmse``).
+    ``task`` (default: a :class:`Classification` of ``num_classes``) decides the loss and the
+    metrics; a :class:`Regression` logs RMSE in target units and R^2 and keeps the best
+    checkpoint by ``val_rmse``.  ``lr_scales`` (``{parameter name: scale}``, a fine-tune's)
+    multiply the learning rate of the parameters they name.
     Raises :class:`TrainingDiverged` after ``max_nonfinite_steps`` non-finite losses in a row.
+    ``cfg`` must be checked (:meth:`RunConfig.from_dict` or :func:`~resnetlab.engine.config.validate`):
+    the run API does it once, before any work; nothing here checks it again.
     """
-    validate(cfg)
     flags = global_flags()
     try:
         s = open_session(model, train_loader, val_loader, cfg, Path(run_dir),
                          num_classes=num_classes, progress=progress,
                          extra_meta=dict(extra_meta or {}), tta=tta, on_epoch_end=on_epoch_end,
-                         target_std=target_std)
+                         task=task or Classification(num_classes), lr_scales=lr_scales)
         _start(s, resume)
         try:
             while not s.state.finished:
@@ -203,7 +192,7 @@ def train_step(s: TrainSession, x: torch.Tensor, y: torch.Tensor) -> None:
         group["lr"] = lr * group.get("lr_scale", 1.0)
     with autocast(s.rt.device, s.rt.dtype):
         logits = s.net(x)
-        loss = _loss(logits, y, tc.label_smoothing)
+        loss = s.task.loss(logits, y, tc.label_smoothing)
     s.scaler.scale(loss).backward()
     if tc.clip_grad_norm:
         s.scaler.unscale_(s.optimizer)
@@ -214,13 +203,6 @@ def train_step(s: TrainSession, x: torch.Tensor, y: torch.Tensor) -> None:
         s.ema.update()
     s.recorder.record(s.state.step + 1, loss, logits.detach(), y)
     s.clock.samples += len(y) * s.rt.dist.world_size
-
-
-def _loss(out: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Cross-entropy on class indices; MSE on a float (standardised regression) target."""
-    if y.is_floating_point():
-        return F.mse_loss(out.float().reshape(y.shape), y)
-    return F.cross_entropy(out, y, label_smoothing=smoothing)
 
 
 def _mid_epoch_checkpoint_due(s: TrainSession) -> bool:
@@ -249,7 +231,7 @@ def _log_window(s: TrainSession) -> None:
     ips = s.clock.window_rate()
     row = {"step": st.step, "epoch": st.epoch + st.batch / s.steps_per_epoch,
            "lr": s.lr_fn(st.step - 1), "loss": w.loss_sum / w.count if w.count else None,
-           "top1": w.hits / w.count if w.count and s.target_std is None else None,
+           "top1": w.hits / w.count if w.count and not s.task.regression else None,
            "images_per_s": ips,
            "elapsed_s": s.clock.elapsed_s}
     s.writer.step_row(row)
@@ -295,7 +277,7 @@ def _epoch_row(s: TrainSession, complete: bool) -> dict[str, Any]:
     if s.val_loader is not None:
         val = evaluate(s.eval_net, s.val_loader, device=s.rt.device, dtype=s.rt.dtype,
                        num_classes=s.num_classes, tta=s.tta, channels_last=s.rt.channels_last,
-                       target_std=s.target_std)
+                       task=s.task)
     s.clock.tick()
     count = max(st.epoch_count, 1)
     row = {
@@ -307,10 +289,7 @@ def _epoch_row(s: TrainSession, complete: bool) -> dict[str, Any]:
         "images_per_s": s.clock.epoch_rate(), "epoch_time_s": s.clock.epoch_time_s,
         "elapsed_s": s.clock.elapsed_s,
     }
-    if s.target_std is not None:  # regression: RMSE (target units) and R^2 replace accuracy
-        row.update(train_top1=None, val_top1=None, val_top5=None,
-                   train_rmse=math.sqrt(row["train_loss"]) * s.target_std,
-                   val_rmse=val.rmse if val else None, val_r2=val.r2 if val else None)
+    row.update(s.task.epoch_metrics(row["train_loss"], val))  # regression: RMSE and R^2
     return row
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -17,19 +19,20 @@ OPTIMIZERS = ("sgd", "adamw")
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False,
+                 lr_scales: Mapping[str, float] | None = None) -> list[dict]:
     """Two groups: ``decay`` (conv/linear weights) and ``no_decay`` (norm parameters, biases).
 
     A parameter counts as norm/bias when it belongs to a normalisation layer, is named ``bias``,
     or is 0/1-D (per-channel scales such as layer-scale).  Frozen parameters are left out, so
     fine-tuning a partly frozen network works; shared parameters appear once.
 
-    A fine-tune sets ``model.lr_scales`` (``{parameter name: lr scale}``, see
-    ``resnetlab.transfer.finetune``): each scale gets its own groups, and the parameters it
+    A fine-tune passes ``lr_scales`` (``{parameter name: lr scale}``, see
+    ``resnetlab.transfer.finetune.lr_scales``): each scale gets its own groups, and the parameters it
     names join even while frozen (no gradient: the optimiser skips them), so unfreezing later
     keeps the groups, and a resumed run's optimiser state, unchanged.
     """
-    scales = getattr(model, "lr_scales", None) or {}
+    scales = lr_scales or {}
     scale_of = {id(p): float(scales[n]) for n, p in model.named_parameters() if n in scales}
     found: dict[tuple[bool, float], list[torch.Tensor]] = {}
     seen: set[int] = set()
@@ -46,27 +49,24 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
              "group": "decay" if k[0] else "no_decay", "lr_scale": k[1]} for k in order]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimConfig,
+                    lr_scales: Mapping[str, float] | None = None) -> torch.optim.Optimizer:
     """SGD (momentum, optional Nesterov) or AdamW over :func:`param_groups`.
 
     Uses the fused kernels when every parameter is a float tensor on CPU or CUDA: one kernel
     per step instead of one per tensor (about 4x faster for ResNet-20's 65 tensors on CPU), and
     the fused step can be skipped on the device without a host sync (see ``loop.py``).
-    Each group gets ``lr_scale`` 1.0; the loop sets ``lr = schedule(step) * lr_scale``.
+    ``lr_scales``: per-parameter learning-rate scales of a fine-tune (see :func:`param_groups`).
+    Each group gets its ``lr_scale`` (1.0 by default); the loop sets ``lr = schedule(step) * lr_scale``.
+    ``cfg`` is checked already (:func:`resnetlab.engine.config.validate`, at the run's edge).
     """
-    if cfg.name not in OPTIMIZERS:
-        raise ConfigError(f"optim.name {cfg.name!r}: choose one of {', '.join(OPTIMIZERS)}")
-    if cfg.lr <= 0:
-        raise ConfigError(f"optim.lr must be > 0, got {cfg.lr}")
-    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, lr_scales)
     if not groups:
         raise ConfigError("the model has no trainable parameters (all requires_grad=False)")
     for group in groups:
         group.setdefault("lr_scale", 1.0)
     fused = _can_fuse([p for g in groups for p in g["params"]])
     if cfg.name == "sgd":
-        if cfg.nesterov and cfg.momentum <= 0:
-            raise ConfigError("optim.nesterov needs optim.momentum > 0 (or use --no-nesterov)")
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                               weight_decay=cfg.weight_decay, fused=fused or None)
         _init_momentum(opt)

@@ -9,16 +9,48 @@ import json
 import os
 import re
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from resnetlab.utils import notices
 from resnetlab.utils.errors import ConfigError, RunLockedError, StorageError, storage_error
 
-__all__ = ["new_run_dir", "default_run_name", "lock_run_dir", "LOCK_FILE"]
+__all__ = ["new_run_dir", "default_run_name", "lock_run_dir", "made_by_job", "LOCK_FILE",
+           "RUN_MARKER"]
 
 LOCK_FILE = ".lock"
+# Written into every run directory resnetlab creates: a restarted torchrun job may only clean a
+# directory that carries it with its own job id (issue 22: a user's folder was deleted).
+RUN_MARKER = ".resnetlab-run.json"
+
+
+def _job_id() -> str | None:
+    """torchrun's id of this job (``--rdzv-id``, a fresh uuid per ``--standalone`` launch), kept
+    across its restarts; None outside torchrun."""
+    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    return job if job and job != "none" else None
+
+
+def _write_marker(path: Path) -> None:
+    marker = {"created_by": "resnetlab", "job": _job_id(), "pid": os.getpid(),
+              "host": socket.gethostname(), "time": time.time()}
+    try:
+        (path / RUN_MARKER).write_text(json.dumps(marker))
+    except OSError as err:
+        raise storage_error(err, path, "creating the run directory", "--runs-dir") from None
+
+
+def made_by_job(run_dir: str | Path) -> bool:
+    """True when resnetlab created ``run_dir`` for the torchrun job this process belongs to:
+    only then may a restart of that job clean or continue it."""
+    job = _job_id()
+    try:
+        marker = json.loads((Path(run_dir) / RUN_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(marker, dict) and marker.get("created_by") == "resnetlab"
+            and job is not None and marker.get("job") == job)
 
 
 def default_run_name(model: str = "run", data: str | None = None) -> str:
@@ -54,17 +86,19 @@ def new_run_dir(runs_dir: str | Path, name: str | None = None, *, model: str = "
                               "or another --name") from None
         except OSError as err:
             raise storage_error(err, path, "creating the run directory", "--name") from None
+        _write_marker(path)
         return path
     base = default_run_name(model, data)
     for attempt in range(1, 1000):
         path = runs_dir / (base if attempt == 1 else f"{base}-{attempt}")
         try:
             path.mkdir()
-            return path
         except FileExistsError:
             continue
         except OSError as err:
             raise storage_error(err, runs_dir, "creating a run directory", "--runs-dir") from None
+        _write_marker(path)
+        return path
     raise ConfigError(f"could not create a new run directory under {runs_dir}")
 
 
@@ -98,7 +132,7 @@ def lock_run_dir(run_dir: str | Path, notify: Callable[[str], None] | None = Non
     """
     run_dir = Path(run_dir)
     path = run_dir / LOCK_FILE
-    say = notify or (lambda line: print(line, file=sys.stderr))
+    say = notify or notices.say
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
     for _ in range(3):  # a takeover can race another one: the exclusive create decides
         if _create_lock(path, mine):

@@ -28,6 +28,7 @@ from resnetlab.engine.optim import build_optimizer
 from resnetlab.engine.runtime import Runtime, prepare_runtime
 from resnetlab.engine.schedules import input_size_schedule, lr_schedule
 from resnetlab.engine.state import TrainProgress
+from resnetlab.engine.task import Classification, Task
 from resnetlab.engine.tracker import Tracker, pick_metric
 from resnetlab.utils.errors import ConfigError
 
@@ -83,8 +84,8 @@ class TrainSession:
     extra_meta: dict[str, Any] = field(default_factory=dict)
     tta: Callable | None = None
     on_epoch_end: Callable[[dict[str, Any]], Any] | None = None
-    # regression: the standard deviation of the (standardised) target, for RMSE in its units
-    target_std: float | None = None
+    # what is learned: the loss and metrics (a classification or a regression)
+    task: Task = field(default_factory=Classification)
     state: TrainProgress = field(default_factory=TrainProgress)
     window: Window = field(default_factory=Window)
     clock: Clock = field(default_factory=Clock)
@@ -177,7 +178,7 @@ def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable 
                  progress: bool | None = None, **extra: Any) -> TrainSession:
     """Resolve the runtime and build the optimiser, schedule, EMA, guard and writers for ``cfg``.
 
-    ``extra``: ``extra_meta``, ``tta``, ``on_epoch_end``, ``target_std`` (see
+    ``extra``: ``extra_meta``, ``tta``, ``on_epoch_end``, ``task``, ``lr_scales`` (see
     :func:`~resnetlab.engine.fit`).
     """
     tc, rt = cfg.train, prepare_runtime(cfg.train)
@@ -185,7 +186,7 @@ def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable 
     planned = planned_steps(tc, per_epoch)
     total = min(planned, tc.max_steps or planned)
     net, eval_base = _placed(model, rt, tc.compile, tc.sync_bn)
-    optimizer = build_optimizer(model, cfg.optim)
+    optimizer = build_optimizer(model, cfg.optim, extra.pop("lr_scales", None))
     lr_fn = lr_schedule(cfg.schedule, cfg.optim.lr, planned, per_epoch)
     input_size = input_size_schedule(cfg.data.progressive_sizes, planned)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
@@ -199,7 +200,7 @@ def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable 
         # the loop drains every log_every steps and at each epoch end
         recorder=StepRecorder(max(1, min(tc.log_every, per_epoch)), rt.device),
         tracker=Tracker(pick_metric(tc, val_loader is not None,
-                                    regression=extra.get("target_std") is not None),
+                                    regression=getattr(extra.get("task"), "regression", False)),
                         tc.early_stop_patience),
         writer=MetricsWriter(run_dir, enabled=rt.dist.is_main),
         display=ProgressDisplay(progress, total, tc.epochs, enabled=rt.dist.is_main), **extra)

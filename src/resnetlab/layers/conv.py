@@ -14,7 +14,7 @@ __all__ = ["ConvNormAct", "make_act", "conv_layer", "SubsampledConv1x1"]
 
 LayerType = Callable[..., nn.Module]
 
-# Off only for the regression test (tests/test_platform_avx2.py), which must see the bug without
+# Off only for the regression test (tests/layers/test_platform_avx2.py), which must see the bug without
 # it; "1" in this variable brings back the plain strided kernel.  Read once, at import.
 STRIDED_1X1_WORKAROUND = os.environ.get("RESNETLAB_UNSAFE_STRIDED_1X1", "") != "1"
 

@@ -10,7 +10,7 @@ from resnetlab.models.blocks import (
     PreActBottleneck,
     ResidualBlock,
 )
-from resnetlab.models.mlp import DenseResidualBlock, MLPResNet
+from resnetlab.models.mlp import DenseBlock, DenseResidualBlock, MLPResNet
 from resnetlab.models.registry import (
     UnknownModelError,
     create_model,
@@ -24,6 +24,6 @@ from resnetlab.models.summary import count_macs, count_parameters, model_summary
 __all__ = [
     "create_model", "list_models", "model_info", "register_model", "UnknownModelError",
     "ResidualBlock", "BasicBlock", "Bottleneck", "PreActBasicBlock", "PreActBottleneck",
-    "DenseResidualBlock", "MLPResNet", "ResNet", "cifar_resnet", "imagenet_resnet",
+    "DenseBlock", "DenseResidualBlock", "MLPResNet", "ResNet", "cifar_resnet", "imagenet_resnet",
     "wide_resnet", "count_macs", "count_parameters", "model_summary", "weight_depth",
 ]

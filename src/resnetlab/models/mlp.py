@@ -1,14 +1,20 @@
-"""The dense residual block and the MLP-ResNet, for vector inputs (or flattened images).
+"""Dense residual blocks and the MLP-ResNet, for vector inputs (or flattened images).
 
-One block::
+The MLP-ResNet::
 
-    x -> Dense(width) -> h -> [Dropout -> Dense(bottleneck_width) -> Dense(width)] -> (+ h) -> act
-                         |_____________________________________________________|
+    x -> stem: Dense(width) -> [block] x num_blocks -> fc
+    block:  h -> act(h + branch(h)),  branch = Dropout -> Dense(bottleneck_width) -> Dense(width)
 
-``h`` and the branch are both ``width`` (1024) wide, so the skip is an identity (``shortcut``
-``"A"``/``"B"``) or, with ``"C"``, a learned projection; ``residual=False`` drops the addition.
+The stem's Dense is the only layer on the main path that no skip bypasses, so a 32-block
+MLP-ResNet trains like a 32-block conv ResNet (issue 23: until then every block carried its
+own ``Dense(width)`` in front of the skip, and a deep MLP-ResNet was a plain MLP in disguise).
+The skip is an identity (``shortcut`` ``"A"``/``"B"``) or, with ``"C"``, a learned projection;
+``residual=False`` drops the addition (the plain twin: the same layers, the same parameters).
 Every Dense is followed by ``norm_layer`` (``None``: no norm) and, except the branch's last,
 by ``act_layer``.
+
+:class:`DenseResidualBlock` is the explainer's figure: the input first passes through a
+Dense(1024), then one residual block (stem + :class:`DenseBlock` in one module).
 
 For tables, ``embed_columns`` (``[[feature index, cardinality], ...]``, from the data's
 ``encoding="embed"``) turns integer-coded categorical features into learned embeddings before
@@ -38,7 +44,7 @@ from resnetlab.layers import (
 from resnetlab.models.blocks import ResidualBlock, check_plain_options
 from resnetlab.utils.errors import ConfigError
 
-__all__ = ["DenseResidualBlock", "MLPResNet", "CategoryEmbedding", "table_defaults"]
+__all__ = ["DenseBlock", "DenseResidualBlock", "MLPResNet", "CategoryEmbedding", "table_defaults"]
 
 
 def table_defaults(num_rows: int) -> dict[str, float | int]:
@@ -84,22 +90,21 @@ def _dense(in_features: int, out_features: int, norm_layer: LayerType | None):
     return nn.Linear(in_features, out_features, bias=norm_layer is None), norm
 
 
-class DenseResidualBlock(ResidualBlock):
-    """``act(h + branch(h))`` with ``h = act(norm(Dense(width)(x)))`` (see the module docstring).
+class DenseBlock(ResidualBlock):
+    """``act(x + branch(x))``, ``branch = Dropout -> Dense(bottleneck) -> Dense(width)``: purely
+    residual, ``width`` in and out (see the module docstring).
 
     Hook points as in the conv blocks: ``drop_path`` sees the branch, ``downsample`` the skip.
     """
 
     kind = "dense"
 
-    def __init__(self, in_features: int, width: int = 1024, bottleneck_width: int = 512, *,
+    def __init__(self, width: int = 1024, bottleneck_width: int = 512, *,
                  drop_rate: float = 0.0, shortcut: str | None = "B", residual: bool = True,
                  norm_layer: LayerType | None = nn.BatchNorm1d, act_layer: LayerType = nn.ReLU,
                  drop_path: float = 0.0):
-        super().__init__(in_features, width, 1, shortcut=shortcut, residual=residual,
+        super().__init__(width, width, 1, shortcut=shortcut, residual=residual,
                          drop_path=drop_path)
-        self.fc_in, self.norm_in = _dense(in_features, width, norm_layer)
-        self.act_in = make_act(act_layer)
         self.dropout = nn.Dropout(check_rate("drop_rate", drop_rate))
         self.fc1, self.norm1 = _dense(width, bottleneck_width, norm_layer)
         self.act1 = make_act(act_layer)
@@ -128,14 +133,38 @@ class DenseResidualBlock(ResidualBlock):
             self.fc2.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.act_in(self.norm_in(self.fc_in(x)))
-        out = self.act1(self.norm1(self.fc1(self.dropout(h))))
+        out = self.act1(self.norm1(self.fc1(self.dropout(x))))
         out = self.drop_path(self.norm2(self.fc2(out)))
-        return self.act_out(self._add_skip(out, h))
+        return self.act_out(self._add_skip(out, x))
+
+
+class DenseResidualBlock(DenseBlock):
+    """The explainer's figure, the "seed" of the MLP-ResNet: the input first passes through a
+    Dense(1024) layer, then one residual block: ``h = act(norm(Dense(width)(x)))``, then
+    ``act(h + branch(h))``.  It is a stem and a :class:`DenseBlock` in one module.
+
+    Stack :class:`MLPResNet` rather than these: each one puts a Dense outside the skip, so N of
+    them in a row are N un-skipped layers on the main path (issue 23).
+    """
+
+    def __init__(self, in_features: int, width: int = 1024, bottleneck_width: int = 512, *,
+                 drop_rate: float = 0.0, shortcut: str | None = "B", residual: bool = True,
+                 norm_layer: LayerType | None = nn.BatchNorm1d, act_layer: LayerType = nn.ReLU,
+                 drop_path: float = 0.0):
+        super().__init__(width, bottleneck_width, drop_rate=drop_rate, shortcut=shortcut,
+                         residual=residual, norm_layer=norm_layer, act_layer=act_layer,
+                         drop_path=drop_path)
+        self.in_chs = in_features
+        self.fc_in, self.norm_in = _dense(in_features, width, norm_layer)
+        self.act_in = make_act(act_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.act_in(self.norm_in(self.fc_in(x))))
 
 
 class MLPResNet(nn.Module):
-    """Input projection (``stem``), ``num_blocks`` dense residual blocks (``layer1``), ``fc``.
+    """Input projection (``stem``, the one Dense no skip bypasses), ``num_blocks`` purely
+    residual :class:`DenseBlock` s (``layer1``), ``fc``.
 
     Any input ``(N, ...)`` is flattened to ``(N, in_features)``, so ``in_features=784`` trains on
     28x28 images directly.  ``residual=False`` is the plain twin (same layers, no additions).
@@ -163,7 +192,7 @@ class MLPResNet(nn.Module):
         self.stem = nn.Sequential(*_dense(stem_in, width, norm_layer), make_act(act_layer))
         rates = stochastic_depth_rates(drop_path_rate, num_blocks)
         self.layer1 = nn.Sequential(*(
-            DenseResidualBlock(width, width, bottleneck_width, drop_rate=drop_rate,
+            DenseBlock(width, bottleneck_width, drop_rate=drop_rate,
                                shortcut=self.shortcut, residual=self.residual,
                                norm_layer=norm_layer, act_layer=act_layer, drop_path=rate)
             for rate in rates))
@@ -185,7 +214,7 @@ class MLPResNet(nn.Module):
             for b in self.blocks():
                 b.zero_init_last()
 
-    def blocks(self) -> list[DenseResidualBlock]:
+    def blocks(self) -> list[DenseBlock]:
         """The residual blocks in forward order."""
         return list(self.layer1)
 

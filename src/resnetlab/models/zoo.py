@@ -340,8 +340,8 @@ def plain_wrn40_4(**kwargs: Any) -> nn.Module:
 
 @register_model(**_tags("mlp", "dense"))
 def mlp_resnet(**kwargs: Any) -> nn.Module:
-    """MLP-ResNet: input projection, dense residual blocks
-    Dense(1024) -> [Dropout -> Dense(512) -> Dense(1024)] -> Add, head."""
+    """MLP-ResNet: one input Dense(1024), then purely residual blocks
+    x + [Dropout -> Dense(512) -> Dense(1024)](x), head."""
     return MLPResNet(**kwargs)
 
 

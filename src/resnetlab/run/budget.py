@@ -11,7 +11,6 @@ same steps without measuring again (and on another machine takes as long as it t
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import replace
 from typing import Any
 
@@ -23,6 +22,7 @@ from resnetlab.engine.config import RunConfig
 from resnetlab.engine.session import steps_per_epoch
 from resnetlab.utils.duration import format_duration, parse_duration
 from resnetlab.utils.errors import ConfigError
+from resnetlab.utils.notices import say
 
 __all__ = ["apply_time_budget", "budget_label"]
 
@@ -47,9 +47,9 @@ def apply_time_budget(cfg: RunConfig, model: nn.Module, bundle: Any, *, spent_s:
     if steps < MIN_STEPS:
         raise ConfigError(_too_short(tc.time_budget, steps, cal, spent_s))
     if distributed.is_main():
-        print(f"time budget {format_duration(budget_s)}: one step {1000 * cal.step_s:.0f} ms, "
-              f"evaluation {1000 * cal.eval_image_s:.2f} ms/image, {spent_s:.0f} s spent so far "
-              f"-> {steps} steps ({steps / per_epoch:.1f} epochs)", file=sys.stderr, flush=True)
+        say(f"time budget {format_duration(budget_s)}: one step {1000 * cal.step_s:.0f} ms, "
+            f"evaluation {1000 * cal.eval_image_s:.2f} ms/image, {spent_s:.0f} s spent so far "
+            f"-> {steps} steps ({steps / per_epoch:.1f} epochs)")
     train = replace(tc, steps=steps, epochs=math.ceil(steps / per_epoch))
     return replace(cfg, train=train)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from resnetlab.models import list_models
 from resnetlab.run.compare_results import DENSE_MODELS, FAMILIES, member_record, write_artefacts
 from resnetlab.run.experiment import TEST_ON, Run, resume, train
 from resnetlab.utils.errors import ConfigError
+from resnetlab.utils.notices import say
 
 __all__ = ["ComparePlan", "Comparison", "compare", "resume_comparison", "read_comparison", "FAMILIES",
            "PLAN_FILE"]
@@ -169,7 +169,7 @@ def _execute(out_dir: Path, plan: ComparePlan, base: RunConfig, progress: bool |
     configs = plan.members(base, out_dir / "runs")
     with lock_run_dir(out_dir):
         for i, cfg in enumerate(configs, 1):
-            _say(f"[{i}/{len(configs)}] {cfg.name}")
+            say(f"[{i}/{len(configs)}] {cfg.name}")
             run = _run_member(cfg, plan.test_on, progress, world_size)
             runs.append(run)
             records.append(member_record(run))
@@ -191,9 +191,6 @@ def _run_member(cfg: RunConfig, test_on: str, progress: bool | None, world_size:
         shutil.rmtree(path)
     return train(cfg, test_on=test_on, progress=progress, world_size=world_size)
 
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def read_comparison(out_dir: str | os.PathLike) -> dict[str, Any]:

@@ -28,6 +28,12 @@ __all__ = ["FAMILIES", "member_record", "summary_rows", "degradation_findings", 
 FAMILIES = ("plain", "resnet")  # registry prefixes: plain20 is resnet20 without its skips
 # the dense-block sweep: family -> model, whose depth is its num_blocks argument
 DENSE_MODELS = {"plain": "plain_mlp", "resnet": "mlp_resnet"}
+# what "final train error" is (He et al. 2015, Fig. 1 thin curves: the training error as the
+# epoch ran, with augmentation and dropout on, not a re-evaluation of the final weights)
+TRAIN_ERROR_NOTE = ("\"final train error\" is the running training error over the last epoch "
+                    "(the top-1 error of the training batches as they were trained on, "
+                    "augmented, as in the paper's thin curves), not a re-evaluation of the "
+                    "final weights on the training set.")
 COLUMNS = ["train images", "depth", "family", "params", "final train error", "best val error",
            "test error", "time (s)", "seeds"]
 
@@ -123,18 +129,19 @@ def _label(family: str, depth: int) -> str:
 
 
 def _compare_pair(at: list[dict[str, Any]], family: str, shallow: int, deep: int, key: str):
-    """Mean ``key`` of the shallow and deep net, and in how many shared seeds deep > shallow."""
+    """Mean ``key`` of the shallow and deep net over all their seeds (the table's means), and in
+    how many shared seeds the deep net's value is higher: ``(shallow, deep, higher, shared)``."""
     by = {(r["depth"], r["seed"]): r[key] for r in at if r["family"] == family}
     seeds = sorted({s for d, s in by if d == shallow} & {s for d, s in by if d == deep})
     if not seeds:
         return None
-    s_vals, d_vals = [by[shallow, s] for s in seeds], [by[deep, s] for s in seeds]
-    higher = sum(d > s for s, d in zip(s_vals, d_vals, strict=True))
-    return statistics.fmean(s_vals), statistics.fmean(d_vals), higher, len(seeds)
+    higher = sum(by[deep, s] > by[shallow, s] for s in seeds)
+    means = [_mean_std([v for (d, _), v in by.items() if d == depth])[0] for depth in (shallow, deep)]
+    return means[0], means[1], higher, len(seeds)
 
 
 def _ends_with(b: str, d: float, a: str, s: float, what: str = "training error") -> str:
-    """``plain-56 ends with a higher training error (4.10%) than plain-20 (2.90%)``."""
+    """``plain-56 ends with a higher training error (4.10%) than plain-20 (2.90%)`` (means)."""
     if d == s:
         return f"{b} ends with the same {what} ({100 * d:.2f}%) as {a} ({100 * s:.2f}%)"
     return f"{b} ends with a {'higher' if d > s else 'lower'} {what} ({100 * d:.2f}%) than {a} ({100 * s:.2f}%)"
@@ -144,35 +151,58 @@ def _seed_note(count: int, n: int, what: str) -> str:
     return f" ({what} in {count} of {n} seeds)" if n > 1 else ""
 
 
+def _seeds_clause(higher: int, n: int) -> str:
+    """How far the seeds back a mean that went up: ``in every seed`` / ``in 1 of 2 seeds``."""
+    if n == 1:
+        return ""
+    return " in every seed" if higher == n else f" on the means, but in only {higher} of {n} seeds"
+
+
+def _residual_clause(residual, shallow: int, deep: int) -> str:
+    """The residual pair in a few words, for the plain verdict to contrast or concede."""
+    if not residual:
+        return ""
+    s, d, higher, n = residual
+    a, b = _label("resnet", shallow), _label("resnet", deep)
+    word = "worse on average than" if d > s else "better on average than" if d < s else "as well on average as"
+    return (f"{b} trains {word} {a} ({100 * d:.2f}% vs {100 * s:.2f}%"
+            f"{f', higher in {higher} of {n} seeds' if n > 1 else ''})")
+
+
 def _plain_sentence(pair, shallow: int, deep: int, where: str, residual) -> tuple[str, bool]:
     """The degradation verdict (He et al. 2015, Fig. 1): the deeper plain net ends with a higher
-    training error in every seed while the deeper residual net does not.  When the residual net
-    trains worse too, depth merely slows training at this budget, and the sentence says so."""
+    mean training error while the deeper residual net's mean does not rise.  Both are judged on
+    the means (the table's numbers) and the sentence says how many seeds agree; when the
+    residual net's mean rises too, depth merely slows training at this budget.  Returns the
+    sentence and whether degradation was shown on the means."""
     s, d, higher, n = pair
     a, b = _label("plain", shallow), _label("plain", deep)
-    if higher == n and residual and residual[2]:
-        verdict = (f"degradation not shown, because {_label('resnet', deep)} also trains worse "
-                   f"than {_label('resnet', shallow)} (below): at this budget depth slows both families")
-    elif higher == n:
-        verdict = "degradation reproduced"
-    elif higher:
-        verdict = "degradation not reproduced reliably"
+    res_clause = _residual_clause(residual, shallow, deep)
+    if d > s and residual and residual[1] > residual[0]:
+        verdict = (f"degradation not shown, because {res_clause} too: at this budget depth "
+                   "slows both families")
+    elif d > s:
+        verdict = f"degradation reproduced{_seeds_clause(higher, n)}"
+        verdict += f", while {res_clause}" if res_clause else ""
     else:
         verdict = "degradation not reproduced at this budget"
-    return f"{_ends_with(b, d, a, s)}{_seed_note(higher, n, 'higher')}{where}: {verdict}", higher == n
+    shown = d > s and not (residual and residual[1] > residual[0])
+    return f"{_ends_with(b, d, a, s)}{_seed_note(higher, n, 'higher')}{where}: {verdict}", shown
 
 
 def _resnet_sentence(pair, shallow: int, deep: int, where: str) -> str:
-    """The other half of the claim: with skips, the deeper net trains at least as well."""
+    """The other half of the claim: with skips, the deeper net trains at least as well (on the
+    means; the seed count says how many seeds agree)."""
     s, d, higher, n = pair
     a, b = _label("resnet", shallow), _label("resnet", deep)
-    if not higher:
-        verdict = "the residual net does not degrade with depth"
-    elif higher < n:
-        verdict = "the residual net does not degrade reliably either way"
-    else:
+    if d <= s:
+        verdict = "the residual net does not degrade with depth" + (" on the means" if higher else "")
+    elif higher == n:
         verdict = "the residual net also trains worse when deeper at this budget"
-    return f"{_ends_with(b, d, a, s)}{_seed_note(n - higher, n, 'at most as high')}{where}: {verdict}"
+    else:
+        verdict = (f"the residual net trains worse when deeper on the means, in only {higher} "
+                   f"of {n} seeds: not a reliable difference")
+    return f"{_ends_with(b, d, a, s)}{_seed_note(higher, n, 'higher')}{where}: {verdict}"
 
 
 def _overfit_sentence(pair, shallow: int, deep: int) -> str:
@@ -245,17 +275,19 @@ def size_findings(points: list[dict[str, Any]], full_size: int | None) -> list[s
 
 
 def mean_curves(records: list[dict[str, Any]], size: int | None) -> list[dict[str, Any]]:
-    """Per (family, depth): training and validation error per epoch, averaged over seeds."""
+    """Per (family, depth): training and validation error per epoch, mean and std over seeds."""
     curves = []
     for (n, depth, family), group in _groups(records).items():
         if n != size:
             continue
         length = min(len(g["curve"]["epoch"]) for g in group)
-        curves.append({
-            "family": family, "depth": depth, "epoch": group[0]["curve"]["epoch"][:length],
-            "train_err": [_mean_std([g["curve"]["train_err"][i] for g in group])[0] for i in range(length)],
-            "val_err": [_mean_std([g["curve"]["val_err"][i] for g in group])[0] for i in range(length)],
-        })
+        curve = {"family": family, "depth": depth, "seeds": len(group),
+                 "epoch": group[0]["curve"]["epoch"][:length]}
+        for key in ("train_err", "val_err"):
+            stats = [_mean_std([g["curve"][key][i] for g in group]) for i in range(length)]
+            curve[key] = [m for m, _ in stats]
+            curve[key.replace("err", "std")] = [sd for _, sd in stats]
+        curves.append(curve)
     return curves
 
 
@@ -265,7 +297,8 @@ def _figures(out_dir: Path, records: list[dict[str, Any]], points) -> list[tuple
     figures = []
     for size in sizes:
         name = "degradation.png" if len(sizes) == 1 else f"degradation-n{size or 'all'}.png"
-        title = "training error (thin) and validation error (bold)" + _where(size)
+        title = ("running training error over each epoch (thin) and validation error (bold), "
+                 "mean ± std over seeds" + _where(size))
         plot_degradation(mean_curves(records, size), out_dir / name, title=title)
         figures.append((name, title))
     if len(sizes) > 1:
@@ -278,7 +311,7 @@ def _markdown(title: str, lines: list[str], rows, figures, records) -> str:
     table = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     table += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
     parts = [f"# {title}", "", "## Findings", "", *(f"- {line}" for line in lines), "",
-             "## Results (mean ± std over seeds)", "", *table, "", "## Figures", ""]
+             "## Results (mean ± std over seeds)", "", TRAIN_ERROR_NOTE, "", *table, "", "## Figures", ""]
     parts += [f"![{t}]({name})" for name, t in figures]
     parts += ["", "## Member runs (ordinary run directories: `resnetlab eval DIR` works)", ""]
     parts += [f"- `runs/{r['name']}`" for r in records]
@@ -303,7 +336,7 @@ def write_artefacts(out_dir: Path, plan: Any, records: list[dict[str, Any]]):
         writer.writeheader()
         writer.writerows(rows)
     (out_dir / "report.md").write_text(_markdown(title, lines, rows, figures, records))
-    summary = {"title": title, "findings": lines, "columns": COLUMNS,
+    summary = {"title": title, "findings": lines, "notes": [TRAIN_ERROR_NOTE], "columns": COLUMNS,
                "rows": [[str(r[c]) for c in COLUMNS] for r in rows], "figures": figures,
                "members": [{k: v for k, v in r.items() if k != "curve"} for r in records],
                "plan": dict(plan.__dict__)}

@@ -18,12 +18,13 @@ import torch
 
 from resnetlab.data import BatchLoader, flip_tta
 from resnetlab.data.bundle import RunSide
-from resnetlab.data.tables import build_table_with_schema, regression_std
+from resnetlab.data.tables import build_table_with_schema
 from resnetlab.deploy import LoadedModel, load_model
 from resnetlab.engine import evaluate as engine_evaluate
 from resnetlab.engine.config import DataConfig, RunConfig
 from resnetlab.engine.logging import tracked
 from resnetlab.run.build import check_input_fits, make_data
+from resnetlab.run.tasks import task_of
 from resnetlab.utils.device import resolve_device, resolve_dtype
 from resnetlab.utils.errors import ConfigError
 
@@ -177,7 +178,7 @@ def evaluate(source: Any, data: str | None = None, split: str = "test", tta: boo
         loaded.model.to(dev), tracked(relabelled or batches, f"eval {split}", progress),
         device=dev, dtype=resolve_dtype(precision, dev), num_classes=len(net_classes),
         tta=flip_tta if tta and len(bundle.input_shape) == 3 else None, channels_last=True,
-        target_std=regression_std(loaded.data_meta or {}))
+        task=task_of(loaded.data_meta or {}, len(net_classes), net_classes))
     if result.num_samples == 0:
         raise ConfigError(f"--data {bundle.meta['name']} --split {split}: no samples of a class "
                           "the network knows")

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,20 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from resnetlab.checkpoint import read_meta, resolve_checkpoint_dir
-from resnetlab.data.tables import regression_std
 from resnetlab.engine import distributed, fit, new_run_dir
 from resnetlab.engine.config import RunConfig, validate
 from resnetlab.engine.loop import FitResult, pick_metric, steps_per_epoch
-from resnetlab.engine.rundir import lock_run_dir
+from resnetlab.engine.rundir import lock_run_dir, made_by_job
 from resnetlab.run.budget import apply_time_budget
 from resnetlab.run.build import build_data_and_model
 from resnetlab.run.launch import launch
 from resnetlab.run.layout import record_layout
 from resnetlab.run.outputs import final_results, write_outputs
-from resnetlab.run.pretrained import prepare_finetune
+from resnetlab.run.pretrained import Finetuning, prepare_finetune
 from resnetlab.run.recipes import fresh_name, resume_config
+from resnetlab.run.tasks import task_of
 from resnetlab.utils.device import resolve_device
 from resnetlab.utils.errors import ConfigError, UserError
+from resnetlab.utils.notices import say
 
 __all__ = ["Run", "Interrupted", "train", "resume", "TEST_ON"]
 
@@ -134,9 +134,10 @@ def _restarted_run(cfg: RunConfig) -> Path | None:
     if distributed.restart_count() == 0:
         return None
     run_dir = Path(cfg.runs_dir) / str(cfg.name)
-    found = resolve_checkpoint_dir(run_dir / "checkpoints" / "last") is not None
+    found = (resolve_checkpoint_dir(run_dir / "checkpoints" / "last") is not None
+             and made_by_job(run_dir))  # another job's run (or a user's folder) is not ours
     if found and distributed.is_main():
-        _say(f"torchrun restart {distributed.restart_count()}: resuming {run_dir}")
+        say(f"torchrun restart {distributed.restart_count()}: resuming {run_dir}")
     return run_dir if found else None
 
 
@@ -184,13 +185,9 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None, 
             raise Interrupted(run_dir) from None
     if distributed.is_main():
         if changes:
-            _say("resuming with changed settings: " + ", ".join(changes))
-        _say(f"resuming {run_dir} at step {read_meta(last).get('step')}")
+            say("resuming with changed settings: " + ", ".join(changes))
+        say(f"resuming {run_dir} at step {read_meta(last).get('step')}")
     return _execute(cfg, run_dir, test_on, progress, on_epoch_end)
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bool | None,
@@ -203,15 +200,15 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
     start = time.perf_counter()
     info, device = distributed.init_distributed(resolve_device(cfg.train.device))
     try:
-        cfg, bundle, model, hook, target_std = _prepare(cfg, resume_dir, info, device, start)
-        hook = _chain(hook, on_epoch_end)
+        cfg, bundle, model, tuning, task = _prepare(cfg, resume_dir, info, device, start)
+        hook = _chain(tuning.on_epoch_end, on_epoch_end)
         run_dir = _claim_run_dir(cfg, resume_dir, info.is_main)
         with _cleanup_if_empty(run_dir, fresh=resume_dir is None), _lock(run_dir, info.is_main):
             try:
                 fitted = fit(model, bundle.train, bundle.val if _has_val(bundle) else None, cfg,
                              run_dir, num_classes=bundle.num_classes, extra_meta=_meta(model, bundle),
                              resume=resume_dir is not None, progress=progress if info.is_main else False,
-                             on_epoch_end=hook, target_std=target_std)
+                             on_epoch_end=hook, task=task, lr_scales=tuning.lr_scales)
                 results = final_results(model, bundle, cfg, fitted, test_on, device,
                                         progress=progress if info.is_main else False)
             except KeyboardInterrupt:
@@ -228,24 +225,25 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
         distributed.cleanup()
 
 
-def _prepare(cfg: RunConfig, resume_dir: Path | None, info: Any, device: Any, start: float):
+def _prepare(cfg: RunConfig, resume_dir: Path | None, info: Any, device: Any,
+             start: float) -> tuple[RunConfig, Any, Any, Finetuning, Any]:
     """Data, network, fine-tune policies and the step plan, checked before any directory is
     made; the config gets the layout it runs on (``distributed``: world size, nodes, global
-    batch).  Returns (cfg, bundle, model, fine-tune epoch hook, target_std)."""
+    batch).  Returns (cfg, bundle, model, :class:`Finetuning`, task)."""
     bundle, model = build_data_and_model(cfg, device)
     # a fine-tune (cfg.finetune.source): pretrained weights and freeze/BN/lr policies
-    hook = prepare_finetune(cfg, model, bundle, device, resume_dir)
-    target_std = regression_std(bundle.meta)  # None: classification
-    pick_metric(cfg.train, has_val=_has_val(bundle), regression=target_std is not None)
+    tuning = prepare_finetune(cfg, model, bundle, device, resume_dir)
+    task = task_of(bundle.meta, bundle.num_classes, bundle.classes)
+    pick_metric(cfg.train, has_val=_has_val(bundle), regression=task.regression)
     steps_per_epoch(bundle.train, info.world_size)
     cfg, note = record_layout(cfg, info.world_size)
     if note and resume_dir is None and info.is_main:  # a resume says it in its own words
-        _say(note)
+        say(note)
     if resume_dir is None:  # --time-budget fixes train.steps (a resumed run has them)
         cfg = apply_time_budget(cfg, model, bundle, spent_s=time.perf_counter() - start)
         # every rank must run the same number of steps: rank 0's measurement decides
         cfg.train.steps = distributed.broadcast_object(cfg.train.steps)
-    return cfg, bundle, model, hook, target_std
+    return cfg, bundle, model, tuning, task
 
 
 def _chain(first: EpochHook | None, second: EpochHook | None) -> EpochHook | None:
@@ -269,8 +267,12 @@ def _claim_run_dir(cfg: RunConfig, resume_dir: Path | None, main: bool) -> Path:
     if resume_dir is not None:
         return resume_dir
     if main and distributed.restart_count() > 0 and cfg.name:
-        # torchrun restarted a job that died before its first checkpoint: start it again there
-        shutil.rmtree(Path(cfg.runs_dir) / cfg.name, ignore_errors=True)
+        # torchrun restarted a job that died before its first checkpoint: start it again there,
+        # but only in a directory this job made; anything else is never deleted (new_run_dir
+        # then says the name is taken)
+        earlier = Path(cfg.runs_dir) / cfg.name
+        if earlier.is_dir() and made_by_job(earlier):
+            shutil.rmtree(earlier, ignore_errors=True)
     made = new_run_dir(cfg.runs_dir, cfg.name, model=cfg.model.name, data=cfg.data.name) if main else None
     return Path(distributed.broadcast_object(str(made) if made else None))
 

@@ -13,11 +13,11 @@ from torch import nn
 from resnetlab.analysis import plot_confusion, plot_curves
 from resnetlab.checkpoint import load_checkpoint
 from resnetlab.data import flip_tta
-from resnetlab.data.tables import regression_std
 from resnetlab.engine import evaluate
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.logging import tracked
 from resnetlab.engine.loop import FitResult
+from resnetlab.run.tasks import task_of
 from resnetlab.utils.device import cpu_model, resolve_dtype
 
 __all__ = ["final_results", "write_outputs", "environment", "training_rate"]
@@ -35,7 +35,8 @@ def final_results(model: nn.Module, bundle: Any, cfg: RunConfig, fitted: FitResu
     dtype = resolve_dtype(cfg.train.precision, device)
     result = evaluate(model, tracked(loader, f"final {split} evaluation", progress), device=device,
                       dtype=dtype, num_classes=bundle.num_classes, tta=tta,
-                      channels_last=cfg.train.channels_last, target_std=regression_std(bundle.meta))
+                      channels_last=cfg.train.channels_last,
+                      task=task_of(bundle.meta, bundle.num_classes, bundle.classes))
     last = fitted.history[-1] if fitted.history else {}
     row = ckpt.meta.get("metrics") or last  # the epoch these weights come from
     table = bundle.meta.get("kind") == "table"

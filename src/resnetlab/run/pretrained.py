@@ -9,11 +9,10 @@ On resume the weights come from the run's own checkpoint, so only the policies a
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -32,8 +31,9 @@ from resnetlab.transfer.finetune import (
     unfreeze,
 )
 from resnetlab.utils.errors import ConfigError
+from resnetlab.utils.notices import say
 
-__all__ = ["Source", "read_source", "prepare_finetune"]
+__all__ = ["Source", "read_source", "prepare_finetune", "Finetuning"]
 
 # build arguments that follow the new data, not the pretrained network
 DATA_ARGS = ("name", "num_classes", "in_chans", "in_features")
@@ -65,9 +65,6 @@ def read_source(source: str, model: str | None = None) -> Source:
     return Source(net.state_dict(), dict(args), classes, weights.meta.get("data"))
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
 
 def _size_notice(src: Source, bundle: Any) -> str | None:
     before = (src.data_meta or {}).get("input_shape")
@@ -83,13 +80,21 @@ def _epochs_done(resume_dir: Path | None) -> float:
     return float(read_meta(last).get("epoch") or 0) if last is not None else 0.0
 
 
+class Finetuning(NamedTuple):
+    """What a fine-tune hands ``fit``: its ``on_epoch_end`` (unfreezing) and ``lr_scales``."""
+
+    on_epoch_end: Callable[[dict[str, Any]], bool] | None = None
+    lr_scales: dict[str, float] | None = None
+
+
 def prepare_finetune(cfg: RunConfig, model: nn.Module, bundle: Any, device: torch.device,
-                     resume_dir: Path | None) -> Callable[[dict[str, Any]], bool] | None:
-    """Apply ``cfg.finetune`` to ``model`` (fresh, built for ``bundle``); None when the run
-    is not a fine-tune.  Returns the ``on_epoch_end`` callback for ``fit``."""
+                     resume_dir: Path | None) -> Finetuning:
+    """Apply ``cfg.finetune`` to ``model`` (fresh, built for ``bundle``): the transplanted
+    weights, freezing and BN policy.  Returns what ``fit`` needs for the rest (empty when the
+    run is not a fine-tune)."""
     ft = cfg.finetune
     if ft.source is None:
-        return None
+        return Finetuning()
     parse_freeze(ft.freeze)  # a bad --freeze fails before any weight is read
     if resume_dir is None:
         src = read_source(ft.source, cfg.model.name)
@@ -97,24 +102,24 @@ def prepare_finetune(cfg: RunConfig, model: nn.Module, bundle: Any, device: torc
         for notice in [*transplant(model, src.state, source_classes=src.classes,
                                    classes=bundle.classes), _size_notice(src, bundle)]:
             if notice:
-                _say(notice)
+                say(notice)
         if ft.bn_reestimate:
             used = reestimate_bn(model.to(device), bundle.train, ft.bn_reestimate)
-            _say(f"re-estimated BatchNorm statistics on {used} batches of the new data")
+            say(f"re-estimated BatchNorm statistics on {used} batches of the new data")
     frozen = freeze(model, ft.freeze)
     if ft.bn == "frozen":
         freeze_bn(model)
-    model.lr_scales = lr_scales(model, ft.backbone_lr_scale)
+    scales = lr_scales(model, ft.backbone_lr_scale)
     at = ft.unfreeze_at
     if at is None or not frozen:
-        return None
+        return Finetuning(None, scales)
     if _epochs_done(resume_dir) >= at:
         unfreeze(model, frozen, keep_bn_frozen=ft.bn == "frozen")
-        return None
+        return Finetuning(None, scales)
 
     def unfreeze_when_due(row: dict[str, Any]) -> bool:
         if row.get("epoch") == at:
             unfreeze(model, frozen, keep_bn_frozen=ft.bn == "frozen")
-            _say(f"unfreezing {ft.freeze} after epoch {at}")
+            say(f"unfreezing {ft.freeze} after epoch {at}")
         return False
-    return unfreeze_when_due
+    return Finetuning(unfreeze_when_due, scales)

@@ -33,6 +33,7 @@ from resnetlab.engine.config import METRICS, RunConfig, apply_overrides
 from resnetlab.engine.rundir import RunLockedError
 from resnetlab.run.experiment import resume, train
 from resnetlab.utils.errors import ConfigError, UserError
+from resnetlab.utils.notices import say
 
 __all__ = ["Param", "SweepPlan", "load_space", "sweep", "open_study", "storage_url", "PRUNERS"]
 
@@ -318,7 +319,7 @@ def _objective(trial: Any, plan: SweepPlan, study: Any, box: dict[str, Any]) -> 
     except UserError as err:  # e.g. a learning rate that diverges: this trial fails, not the sweep
         box["error"] = str(err)
         trial.set_user_attr("error", str(err))
-        _say(f"trial {trial.number} failed: {err}")
+        say(f"trial {trial.number} failed: {err}")
         return float("nan")
     value = _best_value(Path(run.run_dir), plan)
     trial.set_user_attr("run_dir", str(run.run_dir))
@@ -326,13 +327,13 @@ def _objective(trial: Any, plan: SweepPlan, study: Any, box: dict[str, Any]) -> 
         box["error"] = (f"{plan.metric} was never measured in {run.run_dir} (no validation "
                         "rows? choose the metric with --early-stop-metric)")
         trial.set_user_attr("error", box["error"])
-        _say(f"trial {trial.number} failed: {box['error']}")
+        say(f"trial {trial.number} failed: {box['error']}")
         return value
     text = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
     if hook.pruned is not None:
-        _say(f"trial {trial.number} pruned at epoch {hook.pruned}: {plan.metric} {value:.4g} ({text})")
+        say(f"trial {trial.number} pruned at epoch {hook.pruned}: {plan.metric} {value:.4g} ({text})")
         raise optuna.TrialPruned()
-    _say(f"trial {trial.number} complete: {plan.metric} {value:.4g} ({text}) {run.run_dir}")
+    say(f"trial {trial.number} complete: {plan.metric} {value:.4g} ({text}) {run.run_dir}")
     return value
 
 
@@ -359,7 +360,7 @@ def _retried_run(trial: Any, study: Any) -> Path | None:
         return None
     old = study.get_trials(deepcopy=False)[number].user_attrs.get("run_dir")
     if old and (Path(old) / "checkpoints" / "last").exists():
-        _say(f"trial {trial.number} retries trial {number} (cut off): continuing {old}")
+        say(f"trial {trial.number} retries trial {number} (cut off): continuing {old}")
         return Path(old)
     return None
 
@@ -405,6 +406,3 @@ def _best_value(run_dir: Path, plan: SweepPlan) -> float:
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)

@@ -10,13 +10,12 @@ applies to CIFAR and ImageNet ResNets and to the MLP-ResNet.
 * :func:`freeze` (``none | stem | stages:K | backbone``, counted from the input) turns
   ``requires_grad`` off; :func:`freeze_bn` keeps BatchNorm in eval mode with fixed gamma/beta.
 * :func:`lr_scales` names a learning-rate scale per parameter (head 1, backbone
-  ``backbone_lr_scale``); the optimiser reads it from ``model.lr_scales``.
+  ``backbone_lr_scale``), passed to the optimiser builder as its ``lr_scales``.
 * :func:`reestimate_bn` recomputes BN running statistics on the new data before training.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -123,8 +122,6 @@ def head_param_names(model: nn.Module) -> list[str]:
 
 def lr_scales(model: nn.Module, backbone_lr_scale: float) -> dict[str, float]:
     """``{parameter name: lr scale}``: 1 for the head, ``backbone_lr_scale`` for the rest."""
-    if not (math.isfinite(backbone_lr_scale) and backbone_lr_scale >= 0):
-        raise ConfigError(f"--backbone-lr-scale {backbone_lr_scale}: must be a number >= 0")
     head = set(head_param_names(model))
     return {n: 1.0 if n in head else float(backbone_lr_scale) for n, _ in model.named_parameters()}
 

@@ -8,6 +8,8 @@ count (1 or 3), resized to cover the target size and centre-cropped, and returne
 
 from __future__ import annotations
 
+import io
+import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -17,7 +19,7 @@ from PIL import Image, ImageOps
 
 from resnetlab.utils.errors import ConfigError, DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "ALPHA_BACKGROUND", "decode_image", "probe_images",
+__all__ = ["IMAGE_EXTENSIONS", "ALPHA_BACKGROUND", "ImageTooLargeError", "decode_image", "probe_images",
            "convert_mode", "fit_size"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -65,22 +67,46 @@ def fit_size(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     return img.crop((left, top, left + width, top + height))
 
 
-def decode_image(path: str | Path, in_chans: int, size: tuple[int, int]) -> np.ndarray:
-    """Decode one file to uint8 ``(in_chans, H, W)``; ``DataError`` naming the path if unreadable."""
+class ImageTooLargeError(DataError):
+    """An image whose pixel count is over the caller's cap (or Pillow's decompression-bomb
+    limit): refused before its pixels are decoded."""
+
+
+def _opened(source: str | Path | bytes) -> str | Path | io.BytesIO:
+    return io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+
+
+def decode_image(source: str | Path | bytes, in_chans: int, size: tuple[int, int], *,
+                 max_pixels: int | None = None, name: str | None = None) -> np.ndarray:
+    """Decode one image (a file, or its bytes) to uint8 ``(in_chans, H, W)``.
+
+    Unreadable input raises ``DataError`` naming ``name`` (default: the path); an image of more
+    than ``max_pixels`` pixels (width x height, read from its header before any decoding)
+    raises :class:`ImageTooLargeError`.
+    """
     if in_chans not in (1, 3):
         raise ConfigError(f"--in-chans {in_chans}: image folders convert to 1 (grey) or 3 (RGB)")
+    where, pixels, arr = (source if name is None else name), 0, None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: much faster for photos
-                img.draft(None, (max(size),) * 2)
-                img = ImageOps.exif_transpose(img)  # phone photos store rotation in EXIF
-                img = fit_size(convert_mode(img, in_chans), size)
-                arr = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as err:
-        raise DataError(f"{path}: cannot read image ({err})") from None
+            with Image.open(_opened(source)) as img:
+                pixels = img.width * img.height
+                if max_pixels is None or pixels <= max_pixels:
+                    # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: much faster for photos
+                    img.draft(None, (max(size),) * 2)
+                    img = ImageOps.exif_transpose(img)  # phone photos store rotation in EXIF
+                    img = fit_size(convert_mode(img, in_chans), size)
+                    arr = np.asarray(img, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageTooLargeError(f"{where}: image too large ({err})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        # Pillow names the BytesIO object of in-memory data; the caller's name says which
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "data", str(err))
+        raise DataError(f"{where}: cannot read image ({reason})") from None
+    if arr is None:
+        raise ImageTooLargeError(f"{where}: image too large ({pixels} pixels; the limit is "
+                                 f"{max_pixels})")
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 

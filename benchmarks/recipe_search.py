@@ -1,0 +1,139 @@
+"""Main-job recipes compared at a FIXED amount of training work (issue 25).
+
+Accuracy after a given number of optimiser steps at given input sizes does not depend on the CPU
+that runs them; only the wall time does.  So the question "which recipe reaches 93% inside
+5 minutes on an AVX2 laptop" splits in two: (1) the work that fits in 5 minutes there, measured
+once on that CPU (benchmarks/README.md: 1700 steps of batch 128 at 20/24/28 px on the AVX2 fp32
+path), and (2) which recipe gets the most accuracy out of that work, which this script answers
+on whatever device is at hand (a GPU does it in minutes), in fp32, three seeds each.
+
+Each variant is ``resnetlab train`` flags on top of the default recipe; every (variant, seed)
+is an ordinary run directory, trained in a separate process, ``--jobs`` at a time.  It prints a
+markdown table (val and test top-1, mean ± std and worst over seeds) and writes JSON.  Usage::
+
+    python benchmarks/recipe_search.py --device cuda --jobs 8 --seeds 0,1,2 --out search.json
+    python benchmarks/recipe_search.py --variants base,ema995 --quick   # a smoke run on CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+# The 5-minute AVX2 fp32 work (benchmarks/README.md row 19): 1700 steps of 128 images, the
+# first, second and last third at 20, 24 and 28 px.  Every variant below keeps that work
+# unless its name says otherwise, so the accuracies compare at equal cost.
+WORK = ["--precision", "fp32", "--progressive-sizes", "20,24,28", "--set", "train.steps=1700",
+        "--epochs", "4"]
+VARIANTS: dict[str, list[str]] = {
+    "base": [],
+    "ema99": ["--ema", "0.99"],
+    "ema995": ["--ema", "0.995"],
+    "lr0.2": ["--lr", "0.2"],
+    "lr0.05": ["--lr", "0.05"],
+    "ls0": ["--label-smoothing", "0"],
+    "wd1e-3": ["--weight-decay", "1e-3"],
+    "wd2.5e-4": ["--weight-decay", "2.5e-4"],
+    "val2000": ["--val-size", "2000"],
+    "warm0.05": ["--warmup-frac", "0.05"],
+    "warm0.3": ["--warmup-frac", "0.3"],
+    "crop1": ["--augment", "crop:1,flip"],
+    "sizes24-28": ["--progressive-sizes", "24,24,28"],  # more work per step: the cost of +px
+    "ema995+val2000": ["--ema", "0.995", "--val-size", "2000"],
+    # second round (after lr0.2 and wd1e-3 led the first): their combinations
+    "lr0.2+wd1e-3": ["--lr", "0.2", "--weight-decay", "1e-3"],
+    "lr0.3": ["--lr", "0.3"],
+    "lr0.2+val2000": ["--lr", "0.2", "--val-size", "2000"],
+    "lr0.2+wd1e-3+val2000": ["--lr", "0.2", "--weight-decay", "1e-3", "--val-size", "2000"],
+    "lr0.3+wd1e-3": ["--lr", "0.3", "--weight-decay", "1e-3"],
+    "full6ep": ["--set", "data.progressive_sizes=[]", "--set", "train.steps=null", "--epochs", "6"],
+}
+
+
+def _train(name: str, flags: list[str], seed: int, args: argparse.Namespace, root: Path) -> dict:
+    """One (variant, seed) in its own process; returns the run's headline numbers."""
+    run_dir = root / f"{name}-s{seed}"
+    cmd = [sys.executable, "-m", "resnetlab", "train", *WORK, *flags, "--seed", str(seed),
+           "--device", args.device, "--runs-dir", str(root), "--name", run_dir.name, "--no-progress"]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    if args.quick:
+        cmd += ["--train-size", "2000", "--val-size", "500", "--set", "train.steps=30"]
+    start = time.perf_counter()
+    left = args.deadline - time.monotonic()
+    if left <= 0:
+        return {"variant": name, "seed": seed, "error": "not started: --time-limit reached"}
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=left,
+                              env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    except subprocess.TimeoutExpired:
+        return {"variant": name, "seed": seed, "error": "cut off by --time-limit"}
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        return {"variant": name, "seed": seed, "error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+    res = json.loads((run_dir / "results.json").read_text())
+    return {"variant": name, "seed": seed, "test_top1": res["top1"], "val_top1": res.get("val_top1"),
+            "steps": res["steps"], "wall_s": wall, "weights": res.get("weights")}
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _summary(rows: list[dict]) -> list[str]:
+    lines = ["| variant | seeds | val top-1 mean ± std | test top-1 mean ± std | worst test |",
+             "|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        ok = [r for r in rows if r["variant"] == name and "error" not in r]
+        if not ok:
+            lines.append(f"| {name} | 0 | failed: {rows[[r['variant'] for r in rows].index(name)]['error']} | | |")
+            continue
+        test = [100 * r["test_top1"] for r in ok]
+        val = [100 * (r["val_top1"] or 0) for r in ok]
+        lines.append(f"| {name} | {len(ok)} | {statistics.mean(val):.2f} ± {_sd(val):.2f} | "
+                     f"{statistics.mean(test):.2f} ± {_sd(test):.2f} | {min(test):.2f} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--threads", type=int, default=2, help="OMP threads per run")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default=None, help="JSON file of every run")
+    parser.add_argument("--quick", action="store_true", help="30 steps on 2,000 images")
+    parser.add_argument("--time-limit", type=float, default=float("inf"),
+                        help="seconds: runs not finished by then are cut off and reported so")
+    args = parser.parse_args()
+    names = [n for n in args.variants.split(",") if n]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    root = Path(tempfile.mkdtemp(prefix="recipe-search-"))
+    args.deadline = time.monotonic() + args.time_limit
+    tasks = [(n, VARIANTS[n], s) for s in seeds for n in names]  # every variant's seed 0 first
+    rows = []
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for future in as_completed([pool.submit(_train, *t, args, root) for t in tasks]):
+            rows.append(future.result())
+            print(json.dumps(rows[-1]), flush=True)
+            if args.out:  # written as runs land: a cut-off search keeps what finished
+                Path(args.out).write_text(json.dumps(rows, indent=1))
+    rows.sort(key=lambda r: (names.index(r["variant"]), r["seed"]))
+    print("\n".join(_summary(rows)))
+
+
+if __name__ == "__main__":
+    main()

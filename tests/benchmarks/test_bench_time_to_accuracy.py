@@ -1,0 +1,38 @@
+"""benchmarks/time_to_accuracy.py --quick produces its report (no timing asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from helpers import write_folder
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "time_to_accuracy.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("time_to_accuracy", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_mode_reports_both_arms(tmp_path, capsys):
+    data = write_folder(tmp_path / "animals", per_class=16)
+    out = tmp_path / "report.json"
+    bench = load_bench()
+    report = bench.main(["--quick", "--data", f"folder:{data}", "--train-size", "40",
+                         "--val-size", "8", "--device", "cpu", "--thresholds", "0.0,1.01",
+                         "--set", "train.precision=fp32", "--set", "data.batch_size=8",
+                         "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert [r["threshold"] for r in saved["rows"]] == [0.0, 1.01]
+    first, never = saved["rows"]
+    # every curve reaches 0% at its first evaluation and never reaches 101%
+    assert first["main_job_s"] > 0 and first["textbook_s"] > 0 and first["ratio"] > 0
+    assert never["main_job_s"] is None and never["textbook_s"] is None
+    assert saved["arms"]["main job"]["config"]["train"]["precision"] == "fp32"
+    assert saved["arms"]["textbook"]["epochs"] == 1 and report["quick"] is True
+    printed = capsys.readouterr().out
+    assert "not reached" in printed and "textbook/main" in printed

@@ -1,0 +1,87 @@
+"""Progressive resizing (``--progressive-sizes``): the size schedule, the resize, a fit that
+trains small then full size while evaluating at full size, the budget's timing, the flag."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import FLAGS, cli, one_line_error, write_folder
+from helpers import loop_config as config
+from helpers import loop_run as run
+from resnetlab.engine import budget as engine_budget
+from resnetlab.engine.schedules import input_size_schedule, resize_batch
+from resnetlab.utils.errors import ConfigError
+
+
+def test_schedule_splits_the_steps_into_equal_phases():
+    size = input_size_schedule([16, 20, 28], total_steps=9)
+    assert [size(step) for step in range(11)] == [16] * 3 + [20] * 3 + [28] * 5
+    assert input_size_schedule([], 9)(0) is None
+
+
+def test_resize_keeps_aspect_and_layout():
+    x = torch.rand(3, 2, 24, 32).contiguous(memory_format=torch.channels_last)
+    out = resize_batch(x, 16)
+    assert out.shape == (3, 2, 12, 16)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    # antialiased: a constant image stays that constant
+    assert torch.allclose(resize_batch(torch.full((1, 1, 28, 28), 0.7), 20), torch.tensor(0.7))
+    assert resize_batch(x, None) is x and resize_batch(x, 32) is x
+    with pytest.raises(ConfigError, match="--progressive-sizes resizes images"):
+        resize_batch(torch.rand(4, 10), 8)
+
+
+def test_fit_trains_at_the_phase_sizes_and_evaluates_at_full_size(tmp_path):
+    cfg = config(epochs=2)
+    cfg.data.progressive_sizes = [4, 6]
+    seen: list[tuple[bool, int]] = []
+    model = __import__("test_engine_loop").small_net()
+    model[0].register_forward_pre_hook(lambda m, args: seen.append((m.training, args[0].shape[-1])))
+    _, result = run(tmp_path, cfg, model=model)
+    trained = [size for training, size in seen if training]
+    assert trained == [4] * 8 + [6] * 8  # 256 images / 32 = 8 steps per epoch, 2 phases
+    assert {size for training, size in seen if not training} == {6}
+    assert result.history[-1]["val_top1"] > 0.8  # the blobs are still learned
+
+
+def test_budget_weights_each_size_by_its_phases(monkeypatch):
+    timed = {4: (1.0, 0.5), 6: (2.0, 0.25)}
+    monkeypatch.setattr(engine_budget, "_time_steps", lambda s, steps, warmup, size: timed[size])
+    step_s, startup_s = engine_budget._time_schedule(None, [4, 4, 6], 10, 2)
+    assert step_s == pytest.approx(4 / 3) and startup_s == pytest.approx(0.75)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_folder(tmp_path_factory.mktemp("data") / "animals")
+
+
+CONV = ["--model", "resnet20", "--width-mult", "0.25", "--batch-size", "8", "--epochs", "1",
+        "--device", "cpu", "--precision", "fp32", "--no-progress", "--no-tta"]
+
+
+def test_flag_reaches_the_saved_config_as_pixels(folder, tmp_path, capsys):
+    code, out, err = cli(capsys, "train", f"--data=folder:{folder}", *CONV, "--progressive-sizes",
+                         "6,8", "--runs-dir", tmp_path, "--name", "prog")
+    assert code == 0, err
+    assert "6 px -> 8 px" in out  # the summary says how it trained
+    saved = (tmp_path / "prog" / "config.yaml").read_text()
+    assert "progressive_sizes:\n  - 6\n  - 8\n" in saved
+
+
+@pytest.mark.parametrize("value, says", [
+    ("2", "--progressive-sizes 2: must be whole pixel sizes >= 4"),
+    ("20.5", "--progressive-sizes 20.5: must be whole pixel sizes >= 4"),
+    ("a", "--progressive-sizes 'a': expected comma-separated numbers")])
+def test_bad_sizes_are_one_line_errors(folder, tmp_path, capsys, value, says):
+    code, _, err = cli(capsys, "train", f"--data=folder:{folder}", *CONV, "--progressive-sizes",
+                       value, "--runs-dir", tmp_path)
+    assert code == 2 and one_line_error(err).startswith("error: " + says)
+    assert not any(tmp_path.iterdir())  # refused before a run directory exists
+
+
+def test_vector_models_refuse_resizing(folder, tmp_path, capsys):
+    code, _, err = cli(capsys, "train", f"--data=folder:{folder}", *FLAGS, "--progressive-sizes",
+                       "6,8", "--runs-dir", tmp_path)
+    assert code == 2 and "reads flattened vectors" in one_line_error(err)
