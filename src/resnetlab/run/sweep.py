@@ -243,7 +243,8 @@ def sweep(plan: SweepPlan, workers: int = 1) -> Any:
         work(plan)
         return study
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(plan, i), daemon=False) for i in range(workers)]
+    lock = ctx.Lock()
+    procs = [ctx.Process(target=_worker_main, args=(plan, i, lock), daemon=False) for i in range(workers)]
     for proc in procs:
         proc.start()
     try:
@@ -260,13 +261,13 @@ def sweep(plan: SweepPlan, workers: int = 1) -> Any:
     return study
 
 
-def _worker_main(plan: SweepPlan, index: int) -> None:
+def _worker_main(plan: SweepPlan, index: int, lock: Any = None) -> None:
     """A ``--workers`` process: its share of the cores, then :func:`work`."""
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, plan.extra.get("workers", 1))))
     try:
-        work(plan, seed_offset=index)
+        work(plan, seed_offset=index, lock=lock)
     except UserError as err:
         print(f"error (sweep worker {index}): {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
@@ -274,38 +275,64 @@ def _worker_main(plan: SweepPlan, index: int) -> None:
         raise SystemExit(130) from None
 
 
-def work(plan: SweepPlan, seed_offset: int = 0) -> None:
+def work(plan: SweepPlan, seed_offset: int = 0, lock: Any = None) -> None:
     """One worker: ask the study for trials and train them until enough are done.
 
     A worker does not start a trial while done + running already reach ``plan.trials``; it
-    waits for the running ones instead (a running trial that dies goes back to the queue)."""
-    import optuna
-    from optuna.trial import TrialState
-
+    waits for the running ones instead (a running trial that dies goes back to the queue).
+    ``lock``, shared by one command's ``--workers``, makes counting and starting a trial one
+    step, so they never start one trial too many."""
     study = open_study(plan, seed_offset)
     fails = 0
     while True:
-        optuna.storages.fail_stale_trials(study)
-        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        # a journal storage has no heartbeat: a killed trial stays RUNNING there for ever, so
-        # waiting for running trials could wait for ever (several workers may then overshoot)
-        running = 0 if plan.storage.startswith("journal:") else len(
-            study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        if done >= plan.trials:
+        box: dict[str, Any] = {}
+        if lock is not None:
+            lock.acquire()
+            box["lock"] = lock  # released by the trial once it is RUNNING in the storage
+        try:
+            room = _room(plan, study)
+            if room == "go":
+                study.optimize(functools.partial(_objective, plan=plan, study=study, box=box), n_trials=1)
+        finally:
+            _release(box)
+        if room == "done":
             return
-        if done + running >= plan.trials:
+        if room == "wait":
             time.sleep(_POLL_S)
             continue
-        box: dict[str, Any] = {}
-        study.optimize(functools.partial(_objective, plan=plan, study=study, box=box), n_trials=1)
         fails = fails + 1 if box.get("error") else 0
         if fails >= _FAILS_IN_A_ROW:
             raise ConfigError(f"{fails} trials in a row failed; the last: {box['error']}")
 
 
+def _room(plan: SweepPlan, study: Any) -> str:
+    """``done`` (enough trials finished), ``wait`` (the running ones would finish the study)
+    or ``go``."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.storages.fail_stale_trials(study)
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    # a journal storage has no heartbeat: a killed trial stays RUNNING there for ever, so
+    # waiting for running trials could wait for ever (several machines may then overshoot)
+    running = 0 if plan.storage.startswith("journal:") else len(
+        study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    if done >= plan.trials:
+        return "done"
+    return "wait" if done + running >= plan.trials else "go"
+
+
+def _release(box: dict[str, Any]) -> None:
+    lock = box.pop("lock", None)
+    if lock is not None:
+        lock.release()
+
+
 def _objective(trial: Any, plan: SweepPlan, study: Any, box: dict[str, Any]) -> float:
     """Train one trial's run; report each epoch's metric to the pruner."""
     import optuna
+
+    _release(box)  # this trial is RUNNING in the storage now: the next worker may count
 
     overrides = {key: _suggest(trial, p) for key, p in plan.space.items()}
     hook = _Pruning(trial, plan.metric)
