@@ -72,6 +72,21 @@ def _serve_or_curl(argv: list[str], command: str, servers: contextlib.ExitStack)
     return True
 
 
+def _sweep(args: list[str], data: dict[str, str]) -> list[str]:
+    """``resnetlab sweep SPACE ...``: the README's space (its ```yaml block naming SPACE),
+    one trial, shrunk like a training (its trials never draw a progress bar)."""
+    space = Path(args[1])
+    if not space.exists():
+        found = [b for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+                 if b.startswith(f"# {space.name}")]
+        assert found, f"README: no ```yaml block starting '# {space.name}' for {' '.join(args)}"
+        space.write_text(found[0])
+    args = list(args)
+    if "--trials" in args:
+        args[args.index("--trials") + 1] = "1"
+    return [a for a in _shrunk(args, data) if a != "--no-progress"]
+
+
 def _run(command: str, data: dict[str, str], capsys, servers: contextlib.ExitStack) -> None:
     argv = shlex.split(command)
     if _serve_or_curl(argv, command, servers):
@@ -94,6 +109,8 @@ def _run(command: str, data: dict[str, str], capsys, servers: contextlib.ExitSta
     args = argv[1:]
     if args[0] in TRAINS:
         args = _shrunk(args, data)
+    elif args[0] == "sweep":
+        args = _sweep(args, data)
     elif args[:2] == ["analyze", "gradflow"]:
         args += ["--data", data["fashion-mnist"], "--images", "12"]
     for arg in args:  # input files a user brings: a small image

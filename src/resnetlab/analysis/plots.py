@@ -20,7 +20,8 @@ from resnetlab.utils.errors import DataError
 
 __all__ = ["read_metrics", "plot_curves", "plot_confusion", "plot_gradflow", "plot_lesions",
            "plot_explanations",
-           "plot_degradation", "plot_train_sizes"]
+           "plot_degradation", "plot_train_sizes", "plot_label_efficiency", "plot_sweep_history", "plot_importances",
+           "plot_sweep_slices"]
 
 # Beyond this many classes cell annotations become unreadable at any sensible figure size.
 _ANNOTATE_MAX_CLASSES = 20
@@ -413,3 +414,73 @@ def _classes(rows: Sequence[Mapping[str, Any]]) -> int:
         if str(r["per_class"]) != "all" and int(r["per_class"]) > 0:
             return max(1, round(r["images"] / int(r["per_class"])))
     return 1
+
+
+def plot_sweep_history(trials: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
+                       metric: str, maximize: bool) -> Path:
+    """Optimisation history: each finished trial's value against its number (pruned trials
+    hollow) and the best so far as a step line; returns ``path``.  ``trials``: dicts with
+    ``number``, ``state`` and ``value``."""
+    fig = _figure(6.5, 3.8)
+    ax = fig.subplots()
+    done = [t for t in trials if t.get("value") is not None and math.isfinite(t["value"])]
+    for state, style in (("COMPLETE", "o"), ("PRUNED", "o")):
+        pts = [t for t in done if t["state"] == state]
+        ax.plot([t["number"] for t in pts], [t["value"] for t in pts], style, ms=5,
+                mfc="none" if state == "PRUNED" else None, color="C0", lw=0,
+                label=state.lower())
+    best, xs, ys = None, [], []
+    for t in sorted((t for t in done if t["state"] == "COMPLETE"), key=lambda t: t["number"]):
+        if best is None or (t["value"] > best if maximize else t["value"] < best):
+            best = t["value"]
+        xs.append(t["number"])
+        ys.append(best)
+    if xs:  # the best-so-far line runs on to the last trial
+        xs.append(max(t["number"] for t in trials))
+        ys.append(ys[-1])
+    ax.step(xs, ys, where="post", color="C3", label="best so far")
+    ax.set(xlabel="trial", ylabel=metric, title="optimisation history")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_importances(importances: Mapping[str, float], path: str | os.PathLike) -> Path:
+    """Parameter importance (Optuna's fANOVA, fractions summing to 1) as horizontal bars."""
+    fig = _figure(6.5, 0.6 + 0.45 * max(1, len(importances)))
+    ax = fig.subplots()
+    names = list(importances)[::-1]
+    ax.barh(names, [importances[n] for n in names], color="C0")
+    ax.set(xlabel="importance (fANOVA)", title="parameter importance", xlim=(0, 1))
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
+
+
+def plot_sweep_slices(trials: Sequence[Mapping[str, Any]], params: Mapping[str, str],
+                      path: str | os.PathLike, *, metric: str) -> Path:
+    """One panel per searched parameter: the trial values against that parameter (log axis
+    for log-scale ranges, categories as they come).  ``params``: key -> kind."""
+    keys = list(params)
+    cols = min(3, max(1, len(keys)))
+    rows = math.ceil(len(keys) / cols) or 1
+    fig = _figure(3.3 * cols, 2.8 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    done = [t for t in trials if t.get("value") is not None and math.isfinite(t["value"])]
+    for ax, key in zip(axes, keys, strict=False):
+        pts = [(t["params"][key], t["value"]) for t in done if key in t.get("params", {})]
+        if params[key] == "choice":
+            labels = sorted({str(x) for x, _ in pts})
+            ax.plot([labels.index(str(x)) for x, _ in pts], [v for _, v in pts], "o", ms=4)
+            ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        else:
+            ax.plot([x for x, _ in pts], [v for _, v in pts], "o", ms=4)
+            if "log" in params[key]:
+                ax.set_xscale("log")
+        ax.set(xlabel=key, ylabel=metric)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    return _save(fig, path)

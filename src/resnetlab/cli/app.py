@@ -7,6 +7,7 @@ Command modules keep heavy imports (torch, models, data) inside the command func
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -34,8 +35,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("finetune", "finetune"),
     ("compare", "compare"),
     ("serve", "serve"),
+    ("sweep", "sweep"),
 ]
-
 
 
 @app.callback()
@@ -56,9 +57,27 @@ app.add_typer(importlib.import_module("resnetlab.cli.analyze").app, name="analyz
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit status 2."""
+    """Entry point: user errors become one line on stderr and exit status 2.  Under torchrun the
+    line names the rank, and a rank that only lost its peers (another rank failed first) says
+    so in one line instead of a traceback, so the failed rank's own line is the one to read."""
     try:
         app(args=argv, standalone_mode=True)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error{_rank()}: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except RuntimeError as err:
+        from resnetlab.run.worker import lost_peer
+
+        if not _rank() or not lost_peer(err):
+            raise  # a bug: keep the traceback
+        first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        print(f"error{_rank()}: lost contact with another rank ({first}); the rank that "
+              "failed first says why", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _rank() -> str:
+    """`` (rank 1)`` inside a multi-process torchrun job, else nothing."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and os.environ.get("RANK"):
+        return f" (rank {os.environ['RANK']})"
+    return ""

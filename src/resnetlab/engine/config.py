@@ -32,6 +32,7 @@ from resnetlab.utils.errors import ConfigError
 
 __all__ = [
     "ModelConfig", "DataConfig", "FinetuneConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "RunConfig",
+    "DistributedRecord",
     "apply_overrides", "FLAGS", "CHECKS", "OPTIONS", "Option", "flag_for", "validate", "options_markdown",
     "default_recipe", "effective_default", "options_page",
 ]
@@ -285,6 +286,20 @@ class FinetuneConfig:
 
 
 @dataclass
+class DistributedRecord:
+    """How the run was laid out, *recorded* by the run (not a setting: ``--nproc`` or torchrun
+    decide it).  ``world_size`` processes on ``nodes`` machines (``procs_per_node`` each); the
+    optimiser sees ``global_batch`` = world_size x ``data.batch_size`` samples per step, so a
+    run repeated on another world size is a different run.  None: not recorded (a config
+    written by hand, or before resnetlab recorded it)."""
+
+    world_size: int | None = opt(None, help="Processes that trained the run (recorded).")
+    nodes: int | None = opt(None, help="Machines (torchrun agents) they ran on (recorded).")
+    procs_per_node: int | None = opt(None, help="Processes on each machine (recorded).")
+    global_batch: int | None = opt(None, help="Samples per optimiser step: world_size x data.batch_size (recorded).")
+
+
+@dataclass
 class RunConfig:
     """Everything that defines a training run; saved as ``config.yaml`` in the run directory."""
 
@@ -294,6 +309,7 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    distributed: DistributedRecord = field(default_factory=DistributedRecord)
     name: str | None = opt(None, flag="--name", help="Run directory name under --runs-dir (never overwritten).",
                            shown="<model>-<data>-<time>")
     runs_dir: str = opt("runs", flag="--runs-dir", help="Parent folder of run directories.")
@@ -407,6 +423,7 @@ def _declared(cls: type, prefix: str) -> list[Option]:
 
 def _all_options() -> dict[str, Option]:
     options = _declared(RunConfig, "") + _declared(ModelConfig, "model.") + list(MODEL_ARGS)
+    # ``distributed`` is left out: a record of how the run ran (``--nproc``/torchrun), no option
     for section in ("data", "optim", "schedule", "train", "finetune"):
         options += _declared(type(getattr(RunConfig(), section)), section + ".")
     return {o.key: o for o in options}

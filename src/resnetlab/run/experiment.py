@@ -9,10 +9,12 @@ it; ``resnetlab train`` with the same config gives the same run directory as
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,9 @@ from resnetlab.engine.rundir import lock_run_dir, made_by_job
 from resnetlab.run.budget import apply_time_budget
 from resnetlab.run.build import as_built, build_data_and_model
 from resnetlab.run.launch import launch
+from resnetlab.run.layout import record_layout
 from resnetlab.run.outputs import final_results, write_outputs
-from resnetlab.run.pretrained import prepare_finetune
+from resnetlab.run.pretrained import Finetuning, prepare_finetune
 from resnetlab.run.recipes import fresh_name, resume_config
 from resnetlab.run.tasks import task_of
 from resnetlab.utils.device import resolve_device
@@ -36,6 +39,8 @@ from resnetlab.utils.notices import say
 __all__ = ["Run", "Interrupted", "train", "resume", "TEST_ON"]
 
 TEST_ON = ("best", "last")
+# Called with each epoch's metrics row; returning True stops training after that epoch.
+EpochHook = Callable[[dict[str, Any]], Any]
 
 
 @dataclass
@@ -82,7 +87,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def train(config: RunConfig, *, test_on: str = "best", progress: bool | None = None,
-          world_size: int = 1, max_restarts: int = 0) -> Run:
+          world_size: int = 1, max_restarts: int = 0, on_epoch_end: EpochHook | None = None) -> Run:
     """Train ``config`` into a new run directory under ``config.runs_dir`` and evaluate it once.
 
     Everything the config asks for is checked (and the data read) before the directory is
@@ -92,13 +97,16 @@ def train(config: RunConfig, *, test_on: str = "best", progress: bool | None = N
     ``world_size`` > 1 trains data-parallel on that many local processes (torchrun; the global
     batch is ``world_size`` x ``data.batch_size``); ``max_restarts``: torchrun restarts a
     failed job this often, each time resuming from the last complete checkpoint.
+    ``on_epoch_end(row)`` sees each epoch's ``metrics.csv`` row (a dict) and stops training by
+    returning True (a sweep's pruner); in-process runs only (not with ``world_size`` > 1).
     """
     validate(config)
+    _hook_in_process(on_epoch_end, world_size, max_restarts)
     if test_on not in TEST_ON:
         raise ConfigError(f"--test-on {test_on!r}: choose last or best")
     restarted = _restarted_run(config)
     if restarted is not None:
-        return resume(restarted, test_on=test_on, progress=progress)
+        return resume(restarted, test_on=test_on, progress=progress, on_epoch_end=on_epoch_end)
     if distributed.restart_count() == 0:  # a restart reuses the directory its attempt made
         fresh_name(config, named_by_flag=True)  # a taken name fails now, not after reading the data
     if world_size != 1 or max_restarts:
@@ -108,7 +116,13 @@ def train(config: RunConfig, *, test_on: str = "best", progress: bool | None = N
         except KeyboardInterrupt:
             raise Interrupted(Path(config.runs_dir) / str(config.name)) from None
         return _launched(made)
-    return _execute(config, None, test_on, progress)
+    return _execute(config, None, test_on, progress, on_epoch_end)
+
+
+def _hook_in_process(hook: EpochHook | None, world_size: int, max_restarts: int) -> None:
+    if hook is not None and (world_size != 1 or max_restarts):
+        raise ConfigError("on_epoch_end with --nproc/--max-restarts: the callback cannot reach "
+                          "the launched processes; run in this process")
 
 
 def _restarted_run(cfg: RunConfig) -> Path | None:
@@ -136,7 +150,7 @@ def _launched(run_dir: Path) -> Run:
 
 def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None, *,
            test_on: str = "best", progress: bool | None = None, world_size: int = 1,
-           max_restarts: int = 0) -> Run:
+           max_restarts: int = 0, on_epoch_end: EpochHook | None = None) -> Run:
     """Continue ``run_dir`` exactly where its last checkpoint left off, then evaluate it.
 
     ``overrides`` (dotted keys, e.g. ``{"train.epochs": 12}``) may change the schedule and the
@@ -144,7 +158,9 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None, 
     returned as it is, with ``already_finished=True``: nothing is trained or rewritten.
     ``world_size``/``max_restarts`` as in :func:`train`; the world size may differ from the
     run's (the position in the epoch is mapped, see ``distributed.map_batch``).
+    ``on_epoch_end`` as in :func:`train`.
     """
+    _hook_in_process(on_epoch_end, world_size, max_restarts)
     run_dir = Path(run_dir)
     overrides = dict(overrides or {})
     for key, flag in (("name", "--name"), ("runs_dir", "--runs-dir")):
@@ -171,11 +187,11 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None, 
         if changes:
             say("resuming with changed settings: " + ", ".join(changes))
         say(f"resuming {run_dir} at step {read_meta(last).get('step')}")
-    return _execute(cfg, run_dir, test_on, progress)
+    return _execute(cfg, run_dir, test_on, progress, on_epoch_end)
 
 
-
-def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bool | None) -> Run:
+def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bool | None,
+             on_epoch_end: EpochHook | None = None) -> Run:
     """Build, check, claim the directory, fit, evaluate once, write the outputs.
 
     Under ``torchrun`` every rank runs this; ``fit`` and the evaluation shard the batches and
@@ -184,30 +200,21 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
     start = time.perf_counter()
     info, device = distributed.init_distributed(resolve_device(cfg.train.device))
     try:
-        bundle, model = build_data_and_model(cfg, device)
-        cfg = as_built(cfg, bundle)  # "default" augmentation and flip TTA as this data gets them
-        # a fine-tune (cfg.finetune.source): pretrained weights and freeze/BN/lr policies
-        tuning = prepare_finetune(cfg, model, bundle, device, resume_dir)
-        task = task_of(bundle.meta, bundle.num_classes, bundle.classes)
-        pick_metric(cfg.train, has_val=_has_val(bundle), regression=task.regression)
-        steps_per_epoch(bundle.train, info.world_size)
-        if resume_dir is None:  # --time-budget fixes train.steps (a resumed run has them)
-            cfg = apply_time_budget(cfg, model, bundle, spent_s=time.perf_counter() - start)
-            # every rank must run the same number of steps: rank 0's measurement decides
-            cfg.train.steps = distributed.broadcast_object(cfg.train.steps)
+        cfg, bundle, model, tuning, task = _prepare(cfg, resume_dir, info, device, start)
+        hook = _chain(tuning.on_epoch_end, on_epoch_end)
         run_dir = _claim_run_dir(cfg, resume_dir, info.is_main)
         with _cleanup_if_empty(run_dir, fresh=resume_dir is None), _lock(run_dir, info.is_main):
             try:
                 fitted = fit(model, bundle.train, bundle.val if _has_val(bundle) else None, cfg,
                              run_dir, num_classes=bundle.num_classes, extra_meta=_meta(model, bundle),
                              resume=resume_dir is not None, progress=progress if info.is_main else False,
-                             on_epoch_end=tuning.on_epoch_end, task=task,
-                             lr_scales=tuning.lr_scales)
+                             on_epoch_end=hook, task=task, lr_scales=tuning.lr_scales)
                 results = final_results(model, bundle, cfg, fitted, test_on, device,
                                         progress=progress if info.is_main else False)
             except KeyboardInterrupt:
                 raise Interrupted(run_dir) from None
             results["wall_time_s"] = time.perf_counter() - start
+            results["distributed"] = dataclasses.asdict(cfg.distributed)
             if info.is_main:
                 write_outputs(run_dir, results, bundle.classes)
             # the other ranks wait for rank 0's files: a rank that tears its process group down
@@ -216,6 +223,35 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
         return Run(run_dir, cfg, results, fitted)
     finally:
         distributed.cleanup()
+
+
+def _prepare(cfg: RunConfig, resume_dir: Path | None, info: Any, device: Any,
+             start: float) -> tuple[RunConfig, Any, Any, Finetuning, Any]:
+    """Data, network, fine-tune policies and the step plan, checked before any directory is
+    made; the config gets the layout it runs on (``distributed``: world size, nodes, global
+    batch).  Returns (cfg, bundle, model, :class:`Finetuning`, task)."""
+    bundle, model = build_data_and_model(cfg, device)
+    cfg = as_built(cfg, bundle)  # "default" augmentation and flip TTA as this data gets them
+    # a fine-tune (cfg.finetune.source): pretrained weights and freeze/BN/lr policies
+    tuning = prepare_finetune(cfg, model, bundle, device, resume_dir)
+    task = task_of(bundle.meta, bundle.num_classes, bundle.classes)
+    pick_metric(cfg.train, has_val=_has_val(bundle), regression=task.regression)
+    steps_per_epoch(bundle.train, info.world_size)
+    cfg, note = record_layout(cfg, info.world_size)
+    if note and resume_dir is None and info.is_main:  # a resume says it in its own words
+        say(note)
+    if resume_dir is None:  # --time-budget fixes train.steps (a resumed run has them)
+        cfg = apply_time_budget(cfg, model, bundle, spent_s=time.perf_counter() - start)
+        # every rank must run the same number of steps: rank 0's measurement decides
+        cfg.train.steps = distributed.broadcast_object(cfg.train.steps)
+    return cfg, bundle, model, tuning, task
+
+
+def _chain(first: EpochHook | None, second: EpochHook | None) -> EpochHook | None:
+    """Both epoch hooks (each sees every row); training stops when either asks."""
+    if first is None or second is None:
+        return first or second
+    return lambda row: bool(first(row)) | bool(second(row))
 
 
 def _has_val(bundle: Any) -> bool:

@@ -13,7 +13,7 @@ import sys
 from resnetlab.engine.config import RunConfig
 from resnetlab.utils.errors import UserError
 
-__all__ = ["main"]
+__all__ = ["main", "lost_peer"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"resnetlab (rank {os.environ.get('RANK', '0')}): {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     except RuntimeError as err:
-        if not _lost_peer(err):
+        if not lost_peer(err):
             raise  # a bug: keep the traceback
         first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
         print(f"resnetlab (rank {os.environ.get('RANK', '0')}): lost contact with another rank "
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(1) from None
 
 
-def _lost_peer(err: RuntimeError) -> bool:
+def lost_peer(err: RuntimeError) -> bool:
     """Whether ``err`` is a collective that failed because a peer died or timed out (gloo and
     NCCL raise plain RuntimeErrors for it), not a bug in this rank."""
     import torch.distributed as dist
