@@ -1,0 +1,7 @@
+"""
+Anatomy of a residual block
+===========================
+
+placeholder
+"""
+print("hi")
