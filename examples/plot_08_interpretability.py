@@ -39,6 +39,7 @@ cfg = load_recipe("default")
 cfg.runs_dir = str(work)
 cfg.data.train_size, cfg.data.val_size = (3000, 500) if QUICK else (20000, 2000)
 cfg.train.epochs = 2 if QUICK else 4
+cfg.data.batch_size = 64 if QUICK else 128     # more steps for the same images in the quick size
 run = train(cfg, progress=False)
 trained = load_run(run.best)
 net, classes = trained.model, trained.classes
