@@ -41,6 +41,7 @@ pre = load_recipe("default")
 pre.runs_dir, pre.name = str(work), "pretrained"
 pre.data.train_size, pre.data.val_size = (3000, 500) if QUICK else (20000, 2000)
 pre.train.epochs = 2 if QUICK else 4
+pre.train.tta = not QUICK                       # flip TTA doubles the test evaluation
 pretrained = train(pre, progress=False)
 print(f"pretrained on Fashion-MNIST: {100 * pretrained.results['top1']:.2f}% test top-1")
 
@@ -84,7 +85,7 @@ for n in labels_per_class:
         cfg = load_recipe("default")
         cfg.runs_dir = str(work)
         cfg.data.name, cfg.data.augment = f"folder:{root}", "none"   # mirrored digits are other digits
-        cfg.data.batch_size = 16
+        cfg.data.batch_size, cfg.train.tta = 16, False
         cfg.train.epochs, cfg.train.seed = (12 if QUICK else 20), seed
         cfg.name = f"scratch-{n}-s{seed}"
         scratch = train(cfg, progress=False)

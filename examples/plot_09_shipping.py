@@ -42,6 +42,7 @@ cfg.runs_dir, cfg.name = str(work), "model"
 cfg.data.train_size, cfg.data.val_size = (2000, 500) if QUICK else (20000, 2000)
 cfg.train.epochs = 1 if QUICK else 3
 cfg.data.batch_size = 64 if QUICK else 128     # more steps for the same images in the quick size
+cfg.train.tta = not QUICK                       # flip TTA doubles the test evaluation
 run = train(cfg, progress=False)
 print(f"trained: {100 * run.results['top1']:.2f}% test top-1")
 
