@@ -54,10 +54,11 @@ print(f"{count_parameters(block):,} parameters in one block")
 QUICK = os.environ.get("RESNETLAB_DOCS_QUICK") == "1"
 work = Path(tempfile.mkdtemp(prefix="resnetlab-dense-"))
 digits = load_digits()
-rows = [",".join(f"{v:g}" for v in pixels) + f",{label}" for pixels, label in zip(digits.data, digits.target, strict=True)]
+lines = [",".join(f"{v:g}" for v in pixels) + f",{label}" for pixels, label in zip(digits.data, digits.target, strict=True)]
 header = ",".join(f"px{i}" for i in range(digits.data.shape[1])) + ",digit"
-(work / "digits.csv").write_text("\n".join([header, *rows]) + "\n")
-print(f"{len(rows)} rows, {digits.data.shape[1]} feature columns, target 'digit'")
+(work / "digits.csv").write_text("\n".join([header, *lines]) + "\n")
+n_rows = len(lines)
+print(f"{n_rows} rows, {digits.data.shape[1]} feature columns, target 'digit'")
 
 cfg = load_recipe("compare-quick")
 cfg.data.name, cfg.data.target = f"csv:{work / 'digits.csv'}", "digit"
@@ -106,9 +107,9 @@ deep, shallow = blocks[-1], blocks[0]
 tr = {k: 100 * v["final_train_err"] for k, v in err.items()}
 print(
     f"One dense residual block at the explainer's sizes has {count_parameters(block):,} "
-    f"parameters. On the digits table ({len(rows)} rows; {seeds} seed(s), {cfg.train.epochs} "
+    f"parameters. On the digits table ({n_rows:,} rows; {seeds} seed(s), {cfg.train.epochs} "
     f"epochs), the plain MLP's final training error went from {tr['plain', shallow]:.2f}% with "
-    f"{shallow} blocks to {tr['plain', deep]:.2f}% with {deep}; the MLP-ResNet's from "
+    f"{shallow} block(s) to {tr['plain', deep]:.2f}% with {deep}; the MLP-ResNet's from "
     f"{tr['resnet', shallow]:.2f}% to {tr['resnet', deep]:.2f}%. Best validation error at "
     f"{deep} blocks: plain {100 * err['plain', deep]['best_val_err']:.2f}%, residual "
     f"{100 * err['resnet', deep]['best_val_err']:.2f}%. "
