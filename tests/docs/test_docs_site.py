@@ -77,6 +77,7 @@ def _pre_of_section(page: str, section_id: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", pre.group(1)))
 
 
+@pytest.mark.slow
 def test_cli_reference_is_exactly_help_for_every_command(site):
     page = (site / "cli.html").read_text(encoding="utf-8")
     live = list(cli_reference.commands())
@@ -96,6 +97,7 @@ def test_cli_reference_is_exactly_help_for_every_command(site):
                     assert re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", shown), (path, opt)
 
 
+@pytest.mark.slow
 def test_every_internal_link_and_image_resolves(site, tmp_path):
     assert check_links.check(site) == []
     # the checker itself notices a broken link, a missing file and a missing anchor
@@ -132,6 +134,7 @@ def _screenshot(page: Path, shot: Path, profile: Path) -> tuple[list[int], int, 
     return widths, len(figures), text
 
 
+@pytest.mark.slow
 @needs_chromium
 @pytest.mark.parametrize("example", sorted(SHOWN))
 def test_gallery_page_shows_its_plots_in_headless_chromium(site, example, tmp_path):
