@@ -101,7 +101,7 @@ def std(norm, name):
 
 explode = min(s["first_last_ratio"] for s in summaries["batch", "plain56"]) > 10
 print(
-    f"At initialisation, on {images} images and {seeds} seeds, the first conv layer of plain-56 "
+    f"At initialisation, on {images} images and {seeds} seed(s), the first conv layer of plain-56 "
     f"with batch norm receives {ratio('batch', 'plain56')} the weight gradient of its last conv "
     f"layer (plain-20: {ratio('batch', 'plain20')}; resnet-56: {ratio('batch', 'resnet56')}). "
     + ("So with BN the plain net's gradients grow toward the input: they explode, they do not "

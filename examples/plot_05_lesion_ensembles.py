@@ -108,8 +108,8 @@ print(
     f"cost a median of {statistics.median(inner_drops(pln)):.2f} points. With k random blocks "
     f"removed, the residual net kept {k1['resnet']:.1f}% (k=1) and {kmax['resnet']:.1f}% (k={max_k}) "
     f"on average, the plain net {k1['plain']:.1f}% and {kmax['plain']:.1f}%. "
-    + ("The residual net degrades gracefully and the plain one does not, as Veit et al. report; "
-       if kmax["resnet"] > kmax["plain"] + 10 else "The gap between the two is small here; ")
+    + ("The residual net degrades gracefully and the plain one does not, as Veit et al. report. "
+       if kmax["resnet"] > kmax["plain"] + 10 else "The gap between the two is small here. ")
     + (f"With only {len(res.single)} blocks, each one still carries a visible share of the work: "
        "the ensemble picture is one of deep nets." if len(res.single) < 20 else
        f"Across its {len(res.single)} blocks the work is spread out, as in an ensemble."))
