@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data browser demo test lint bench clean
+.PHONY: setup data browser demo test lint bench clean docs docs-serve
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,8 +51,8 @@ demo: setup
 AVX2_TESTS := tests/layers/test_layers.py tests/engine/test_engine_loop.py tests/run/test_resume_sigkill.py \
 	tests/models/test_models.py::test_forward_backward_every_model
 
-test: setup browser
-	RESNETLAB_TEST_PIP_INSTALL=1 $(PY) -m pytest -q
+test: setup browser docs
+	RESNETLAB_TEST_PIP_INSTALL=1 RESNETLAB_DOCS_HTML=$(CURDIR)/docs/_build/html $(PY) -m pytest -q
 	@if [ "$$(uname -m)" = x86_64 ]; then echo "== again with DNNL_MAX_CPU_ISA=AVX2 =="; \
 	  DNNL_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q -p no:cacheprovider \
 	  $(AVX2_TESTS); fi
@@ -64,6 +64,17 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/data_pipeline.py
+
+# The documentation site (docs/guide/docs.md): quick gallery unless RESNETLAB_DOCS_FULL=1,
+# warnings are errors, then every internal link of the built HTML is checked (offline).
+docs: setup
+	RESNETLAB_DOCS_QUICK=$(if $(RESNETLAB_DOCS_FULL),0,1) $(PY) -m sphinx -W --keep-going -q \
+	  -b html docs docs/_build/html
+	$(PY) docs/check_links.py docs/_build/html
+
+docs-serve:
+	@test -f docs/_build/html/index.html || { echo "error: no site yet; run make docs"; exit 2; }
+	$(PY) -m http.server --bind 127.0.0.1 --directory docs/_build/html 8000
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
