@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from resnetlab.utils.errors import ConfigError
+from resnetlab.utils.notices import say
 
 __all__ = ["ServeConfig", "load_service", "model_card", "build_app", "app_from_env", "serve",
            "BACKEND_NAMES", "parse_size"]
@@ -93,7 +93,7 @@ def load_service(cfg: ServeConfig) -> Any:
     predictor = load_predictor(cfg.source, runtime=runtime, device=cfg.device,
                                batch_size=max(256, cfg.max_batch), int8=cfg.int8)
     for note in predictor.notices:
-        print(f"note: {note}", file=sys.stderr)
+        say(f"note: {note}")
     loaded = None if Path(cfg.source).suffix.lower() == ".onnx" else load_model(cfg.source)
     explain = None
     if loaded is not None and (predictor.data_meta or {}).get("kind") == "image":
