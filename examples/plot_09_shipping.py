@@ -19,6 +19,7 @@ default recipe on 20,000 images for 3 epochs, 2,048 images timed.
 """
 
 # %%
+import logging
 import os
 import shutil
 import tempfile
@@ -111,6 +112,7 @@ fig.tight_layout()
 # :func:`resnetlab.run.serving.build_app` puts the same predictor behind the HTTP API that
 # ``resnetlab serve RUN`` starts (FastAPI; here in-process through its test client, no port).
 # Uploads get exactly ``predict``'s preprocessing, so the server's answers must equal it.
+logging.getLogger("httpx").setLevel(logging.WARNING)  # not one log line per request
 with TestClient(build_app(ServeConfig(str(run.run_dir)))) as client:
     while client.get("/readyz").status_code != 200:  # loading and warm-up run in the background
         time.sleep(0.1)
