@@ -125,9 +125,32 @@ def write_folder(root: Path, classes=CLASSES, per_class: int = 12, seed: int = 0
     return root
 
 
+def write_grey_classes(root: Path, per_class: int, side: int) -> Path:
+    """4 classes c0-c3 of grey ``side`` x ``side`` images whose brightness depends on the class
+    (noisy: a small ResNet needs a few epochs to separate them)."""
+    rng = np.random.default_rng(0)
+    for c in range(4):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(50 + 45 * c, 40, (side, side)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
 FLAGS = ["--model", "mlp_resnet", "--width-mult", "0.0625", "--set", "num_blocks=1",
          "--batch-size", "8", "--epochs", "2", "--device", "cpu", "--precision", "fp32",
          "--deterministic", "--no-progress", "--no-tta", "--seed", "3"]
+
+
+def write_table(path: Path, rows: int = 128) -> Path:
+    """A CSV table: 4 noisy features whose mean depends on the class (4 classes, k0-k3)."""
+    gen = torch.Generator().manual_seed(0)
+    lines = ["a,b,c,d,label"]
+    for i in range(rows):
+        x = torch.randn(4, generator=gen) + (i % 4)
+        lines.append(",".join(f"{v:.4f}" for v in x.tolist()) + f",k{i % 4}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def tiny_config(data: Path, runs: Path, name: str):

@@ -15,6 +15,8 @@ from PIL import Image
 from helpers import cli, one_line_error
 from resnetlab import run
 from resnetlab.engine import budget as engine_budget
+from resnetlab.engine.plan import make_plan
+from resnetlab.engine.task import Classification
 from resnetlab.run import budget as run_budget
 from resnetlab.run.build import build_data_and_model
 from resnetlab.utils.errors import ConfigError
@@ -59,7 +61,8 @@ def test_budget_used_up_by_loading_is_refused_before_timing(folder, tmp_path, mo
     bundle, model = build_data_and_model(cfg, torch.device("cpu"))
     monkeypatch.setattr(run_budget, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
     with pytest.raises(ConfigError, match="reading the data took 70 s"):
-        run_budget.apply_time_budget(cfg, model, bundle, spent_s=70.0)
+        plan = make_plan(cfg, bundle.train, task=Classification(bundle.num_classes), has_val=True)
+        run_budget.apply_time_budget(plan, model, bundle, spent_s=70.0)
 
 
 def test_cli_budget_still_one_line(folder, tmp_path, capsys):

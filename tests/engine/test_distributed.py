@@ -22,7 +22,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from helpers import cli
+from helpers import cli, write_table
 from resnetlab.checkpoint import read_meta, resolve_checkpoint_dir
 from resnetlab.data.loaders import BatchLoader, TensorSource
 from resnetlab.engine import distributed
@@ -31,16 +31,6 @@ from resnetlab.utils.errors import ConfigError
 
 TIMEOUT_S = 150  # per subprocess: the 2-core CI machine is shared by the whole suite
 
-
-def write_table(path: Path, rows: int = 128) -> Path:
-    """4 noisy features whose mean depends on the class (4 classes)."""
-    gen = torch.Generator().manual_seed(0)
-    lines = ["a,b,c,d,label"]
-    for i in range(rows):
-        x = torch.randn(4, generator=gen) + (i % 4)
-        lines.append(",".join(f"{v:.4f}" for v in x.tolist()) + f",k{i % 4}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def flags(table: Path, runs: Path, name: str, batch: int, *extra: str) -> list[str]:

@@ -12,6 +12,8 @@ from helpers import NUM_CLASSES, CrashAfter, SeededLoader, blobs, small_net
 from helpers import loop_config as config
 from resnetlab.checkpoint import load_checkpoint
 from resnetlab.engine import TrainingDiverged, fit, loop, open_session
+from resnetlab.engine.plan import make_plan
+from resnetlab.engine.task import Classification
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -48,7 +50,9 @@ def test_trains_on_cuda_in_each_precision(tmp_path, precision):
 def test_training_step_never_waits_for_the_gpu(tmp_path):
     cfg = cuda_config(epochs=1, precision="bf16", ema_decay=0.99, label_smoothing=0.1)
     x, y = gpu_data()
-    session = open_session(small_net(), SeededLoader(x, y, 32), None, cfg, tmp_path,
+    loader = SeededLoader(x, y, 32)
+    plan = make_plan(cfg, loader, task=Classification(NUM_CLASSES), has_val=False)
+    session = open_session(small_net(), loader, None, plan, tmp_path,
                            num_classes=NUM_CLASSES, progress=False)
     batch = (x[:32], y[:32])
     loop.train_step(session, *batch)  # warm-up: lazy CUDA/cuDNN initialisation may synchronise

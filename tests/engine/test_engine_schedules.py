@@ -63,9 +63,15 @@ def test_bad_schedules_are_config_errors(cfg, match):
         validate(RunConfig(schedule=cfg))
 
 
-def test_zero_steps_is_a_config_error():
-    with pytest.raises(ConfigError, match="at least one step"):
-        lr_schedule(ScheduleConfig(), 0.1, 0, 1)
+def test_a_run_without_a_step_is_refused_by_its_plan():
+    """An empty loader (no batch, so no step) is the plan's one-line error, before the schedule
+    is made (issue 19 item 2: the schedule below the plan checks nothing again)."""
+    from resnetlab.engine.config import RunConfig
+    from resnetlab.engine.plan import make_plan
+    from resnetlab.engine.task import Classification
+
+    with pytest.raises(ConfigError, match="0 batches per epoch"):
+        make_plan(RunConfig(), [], task=Classification(2), has_val=False)
 
 
 def test_warmup_longer_than_run_is_clamped():

@@ -12,22 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import typer
 import yaml
+
+from helpers import write_table
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "examples" / "cluster"
 
-
-def write_table(path: Path, rows: int = 96) -> Path:
-    gen = torch.Generator().manual_seed(0)
-    lines = ["a,b,c,d,label"]
-    for i in range(rows):
-        x = torch.randn(4, generator=gen) + (i % 4)
-        lines.append(",".join(f"{v:.4f}" for v in x.tolist()) + f",k{i % 4}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def fake_slurm(bin_dir: Path) -> Path:
@@ -44,7 +36,7 @@ def fake_slurm(bin_dir: Path) -> Path:
 
 @pytest.mark.slow
 def test_the_slurm_script_trains_on_one_faked_node(tmp_path):
-    table, runs = write_table(tmp_path / "t.csv"), tmp_path / "runs"
+    table, runs = write_table(tmp_path / "t.csv", rows=96), tmp_path / "runs"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

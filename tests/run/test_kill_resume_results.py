@@ -12,23 +12,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import safetensors.torch
-from PIL import Image
+
+from helpers import write_grey_classes
 
 STEPS_PER_EPOCH = 8  # 128 training images / batch 16
 KILLS_AT = (6, 13)  # logged steps: in epoch 1 and in epoch 2 (of 3)
 
 
 def _images(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for c in range(4):
-        (root / f"c{c}").mkdir(parents=True)
-        for i in range(40):
-            pixels = np.clip(rng.normal(50 + 45 * c, 40, (12, 12)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / f"c{c}" / f"{i}.png")
-    return root
+    return write_grey_classes(root, per_class=40, side=12)
 
 
 def _train(data: Path, runs: Path, name: str) -> list[str]:

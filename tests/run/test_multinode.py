@@ -26,23 +26,13 @@ import safetensors.torch
 import torch
 import yaml
 
-from helpers import cli
+from helpers import cli, write_table
 
 TIMEOUT_S = 240  # per job: the shared 2-core CI machine runs the whole suite beside it
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/environ").exists(),
                                  reason="finds a node's processes through /proc")]
 
-
-def write_table(path: Path, rows: int = 128) -> Path:
-    """4 noisy features whose mean depends on the class (4 classes)."""
-    gen = torch.Generator().manual_seed(0)
-    lines = ["a,b,c,d,label"]
-    for i in range(rows):
-        x = torch.randn(4, generator=gen) + (i % 4)
-        lines.append(",".join(f"{v:.4f}" for v in x.tolist()) + f",k{i % 4}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def train_flags(table: Path, runs: Path, name: str, *extra: str) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import FLAGS, cli, one_line_error, write_folder
+from helpers import FLAGS, cli, one_line_error, small_net, write_folder
 from helpers import loop_config as config
 from helpers import loop_run as run
 from resnetlab.engine import budget as engine_budget
@@ -36,7 +36,7 @@ def test_fit_trains_at_the_phase_sizes_and_evaluates_at_full_size(tmp_path):
     cfg = config(epochs=2)
     cfg.data.progressive_sizes = [4, 6]
     seen: list[tuple[bool, int]] = []
-    model = __import__("test_engine_loop").small_net()
+    model = small_net()
     model[0].register_forward_pre_hook(lambda m, args: seen.append((m.training, args[0].shape[-1])))
     _, result = run(tmp_path, cfg, model=model)
     trained = [size for training, size in seen if training]

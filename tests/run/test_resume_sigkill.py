@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import safetensors.torch
-from PIL import Image
+
+from helpers import write_grey_classes
 
 STEPS_PER_EPOCH = 14  # 224 training images / batch 16
 EPOCHS = 4
@@ -29,13 +29,7 @@ KILL_AFTER_STEP = 20  # in epoch 2 (steps 15..28), past the checkpoint at step 1
 
 def write_images(root: Path) -> Path:
     """4 classes x 64 grey 16x16 images whose brightness depends on the class."""
-    rng = np.random.default_rng(0)
-    for c in range(4):
-        (root / f"c{c}").mkdir(parents=True)
-        for i in range(64):
-            pixels = np.clip(rng.normal(50 + 45 * c, 40, (16, 16)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / f"c{c}" / f"{i}.png")
-    return root
+    return write_grey_classes(root, per_class=64, side=16)
 
 
 def train_cmd(data: Path, runs: Path, name: str) -> list[str]:

@@ -15,23 +15,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 import yaml
 
-from helpers import cli, one_line_error
+from helpers import cli, one_line_error, write_table
 
 TIMEOUT_S = 300
 
-
-def write_table(path: Path, rows: int = 128) -> Path:
-    """4 noisy features whose mean depends on the class (4 classes)."""
-    gen = torch.Generator().manual_seed(0)
-    lines = ["a,b,c,d,label"]
-    for i in range(rows):
-        x = torch.randn(4, generator=gen) + (i % 4)
-        lines.append(",".join(f"{v:.4f}" for v in x.tolist()) + f",k{i % 4}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def space(tmp: Path, text: str = "optim.lr: loguniform 0.001 0.5\n"

@@ -105,7 +105,7 @@ def test_bad_or_too_small_budget_is_one_line(folder, tmp_path, capsys, value, sa
 
 def test_steps_set_by_hand_must_fit_the_epochs():
     from resnetlab.engine.config import TrainConfig
-    from resnetlab.engine.session import planned_steps
+    from resnetlab.engine.plan import planned_steps
     from resnetlab.utils.errors import ConfigError
 
     assert planned_steps(TrainConfig(epochs=3), 10) == 30

@@ -21,6 +21,9 @@ Notes on the API agreed in the design brief (additions only, nothing renamed):
 * ``evaluate(..., channels_last=False)`` is an extra keyword; ``fit`` raises
   :class:`TrainingDiverged` (a ``UserError``) when the loss stays NaN/inf.
 * ``on_epoch_end(row)`` returning True stops training after that epoch.
+* ``fit`` takes a :class:`~resnetlab.engine.plan.RunPlan` (``make_plan``: the run's checked,
+  immutable numbers; what :mod:`resnetlab.run` passes) or a ``RunConfig``, which it checks
+  and plans itself.
 * Run-directory files: ``metrics.csv``/``.jsonl`` (one row per epoch), ``steps.csv``/``.jsonl``
   (every ``log_every`` steps), ``config.yaml``, ``checkpoints/{last,best}``, ``tb/``; the
   columns are documented in :mod:`resnetlab.engine.logging`.
@@ -46,7 +49,7 @@ _WHERE = {
     "param_groups": "optim", "new_run_dir": "rundir", "Runtime": "runtime",
     "prepare_runtime": "runtime", "lr_schedule": "schedules", "TrainSession": "session",
     "epoch_batches": "session", "open_session": "session", "steps_per_epoch": "session",
-    "Tracker": "tracker", "pick_metric": "tracker",
+    "Tracker": "tracker", "pick_metric": "tracker", "RunPlan": "plan", "make_plan": "plan",
 }
 __all__ = list(_WHERE)
 

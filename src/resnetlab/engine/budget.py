@@ -23,8 +23,10 @@ from torch import nn
 
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.loop import train_batch
+from resnetlab.engine.plan import RunPlan, make_plan
 from resnetlab.engine.runtime import global_flags, restore_flags, to_device
 from resnetlab.engine.session import epoch_batches, open_session
+from resnetlab.engine.task import Classification
 from resnetlab.utils.device import autocast
 from resnetlab.utils.errors import ConfigError
 
@@ -53,7 +55,7 @@ CALIBRATION_SHARE = 0.1
 
 
 def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor | None,
-              cfg: RunConfig, *, steps: int = 10, warmup: int = 4,
+              plan: RunPlan | RunConfig, *, steps: int = 10, warmup: int = 4,
               budget_s: float | None = None) -> Calibration:
     """Time ``steps`` training steps (after ``warmup`` untimed ones, which create the oneDNN
     primitives and caches) and two forward passes of ``eval_batch``, on a copy of ``model``
@@ -62,6 +64,8 @@ def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor
     With ``budget_s``, timing stops once it has used ``CALIBRATION_SHARE`` of the budget (the
     warm-up half of that), keeping at least one warm-up and two timed steps per input size.
     """
+    if isinstance(plan, RunConfig):  # a benchmark's config: planned here, on this loader
+        plan = make_plan(plan, train_loader, task=Classification(2), has_val=True)
     began = time.perf_counter()
     cap = None if budget_s is None else max(2.0, CALIBRATION_SHARE * budget_s)
     deadline = None if cap is None else began + cap
@@ -69,9 +73,9 @@ def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor
     scratch = copy.deepcopy(model)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            s = open_session(scratch, train_loader, None, cfg, Path(tmp), num_classes=1,
+            s = open_session(scratch, train_loader, None, plan, Path(tmp), num_classes=1,
                              progress=False)
-            step_s, startup_s, timed = _time_schedule(s, cfg.data.progressive_sizes, steps,
+            step_s, startup_s, timed = _time_schedule(s, plan.config.data.progressive_sizes, steps,
                                                       warmup, deadline)
             image_s = _time_eval(s, eval_batch) if eval_batch is not None else 0.0
     finally:

@@ -21,8 +21,9 @@ from torch import nn
 
 from resnetlab.engine import checkpointing, distributed
 from resnetlab.engine.clock import Clock
-from resnetlab.engine.config import RunConfig
+from resnetlab.engine.config import RunConfig, validate
 from resnetlab.engine.metrics import EvalResult
+from resnetlab.engine.plan import RunPlan, make_plan
 from resnetlab.engine.runtime import (
     Runtime,
     global_flags,
@@ -91,12 +92,12 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str,
     return meter.result()
 
 
-def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, cfg: RunConfig,
-        run_dir: str | Path, *, num_classes: int, extra_meta: dict[str, Any] | None = None,
-        resume: bool = False, tta: Callable | None = None, progress: bool | None = None,
-        on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
+def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None,
+        plan: RunPlan | RunConfig, run_dir: str | Path, *, num_classes: int,
+        extra_meta: dict[str, Any] | None = None, resume: bool = False, tta: Callable | None = None,
+        progress: bool | None = None, on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
         task: Task | None = None, lr_scales: dict[str, float] | None = None) -> FitResult:
-    """Train ``model`` on ``train_loader`` as ``cfg`` says, writing the run into ``run_dir``.
+    """Train ``model`` on ``train_loader`` as ``plan`` says, writing the run into ``run_dir``.
 
     Moves the model to the resolved device (channels_last, optional ``torch.compile``, DDP
     under torchrun), writes ``config.yaml``, ``metrics.csv``/``steps.csv`` (+ ``.jsonl``),
@@ -106,20 +107,23 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
     checkpoint.  ``resume=True`` continues from ``run_dir/checkpoints/last`` exactly, including
     the position inside the epoch.  ``tta`` is used for the validation evaluations;
     ``on_epoch_end(row)`` is called after each epoch and stops training by returning True.
-    ``task`` (default: a :class:`Classification` of ``num_classes``) decides the loss and the
-    metrics; a :class:`Regression` logs RMSE in target units and R^2 and keeps the best
-    checkpoint by ``val_rmse``.  ``lr_scales`` (``{parameter name: scale}``, a fine-tune's)
-    multiply the learning rate of the parameters they name.
     Raises :class:`TrainingDiverged` after ``max_nonfinite_steps`` non-finite losses in a row.
-    ``cfg`` must be checked (:meth:`RunConfig.from_dict` or :func:`~resnetlab.engine.config.validate`):
-    the run API does it once, before any work; nothing here checks it again.
+
+    ``plan``: a :class:`~resnetlab.engine.plan.RunPlan` (what the run API makes, checked once;
+    nothing here checks it again), or a :class:`RunConfig`, which is checked and planned here,
+    with ``task`` (default: a :class:`Classification` of ``num_classes``: the loss and the
+    metrics; a :class:`Regression` logs RMSE in target units and R^2 and keeps the best
+    checkpoint by ``val_rmse``) and ``lr_scales`` (``{parameter name: scale}``, a fine-tune's).
     """
+    if isinstance(plan, RunConfig):
+        plan = _plan_config(plan, model, train_loader, val_loader, num_classes, task, lr_scales)
+    elif task is not None or lr_scales is not None:
+        raise TypeError("fit(): task and lr_scales belong to the plan (make_plan(..., task=, lr_scales=))")
     flags = global_flags()
     try:
-        s = open_session(model, train_loader, val_loader, cfg, Path(run_dir),
+        s = open_session(model, train_loader, val_loader, plan, Path(run_dir),
                          num_classes=num_classes, progress=progress,
-                         extra_meta=dict(extra_meta or {}), tta=tta, on_epoch_end=on_epoch_end,
-                         task=task or Classification(num_classes), lr_scales=lr_scales)
+                         extra_meta=dict(extra_meta or {}), tta=tta, on_epoch_end=on_epoch_end)
         _start(s, resume)
         try:
             while not s.state.finished:
@@ -132,6 +136,16 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None, c
         return _result(s)
     finally:
         restore_flags(flags)
+
+
+def _plan_config(cfg: RunConfig, model: nn.Module, train_loader: Iterable,
+                 val_loader: Iterable | None, num_classes: int, task: Task | None,
+                 lr_scales: dict[str, float] | None) -> RunPlan:
+    """The edge for callers of the engine itself: check ``cfg``, then plan it on this data."""
+    validate(cfg)
+    return make_plan(cfg, train_loader, task=task or Classification(num_classes),
+                     has_val=val_loader is not None, model=model,
+                     world_size=distributed.dist_info().world_size, lr_scales=lr_scales)
 
 
 def _start(s: TrainSession, resume: bool) -> None:

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from resnetlab.engine.config import OptimConfig
-from resnetlab.utils.errors import ConfigError
 
 __all__ = ["build_optimizer", "param_groups", "OPTIMIZERS"]
 
@@ -60,9 +59,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig,
     Each group gets its ``lr_scale`` (1.0 by default); the loop sets ``lr = schedule(step) * lr_scale``.
     ``cfg`` is checked already (:func:`resnetlab.engine.config.validate`, at the run's edge).
     """
+    # a model with nothing to train is refused by the plan (engine.plan.make_plan)
     groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, lr_scales)
-    if not groups:
-        raise ConfigError("the model has no trainable parameters (all requires_grad=False)")
     for group in groups:
         group.setdefault("lr_scale", 1.0)
     fused = _can_fuse([p for g in groups for p in g["params"]])

@@ -34,9 +34,7 @@ def lr_schedule(
     warm-up keeps large-batch SGD stable early).  The decay phase then runs over the remaining
     steps; steps past ``total_steps`` keep the final value.
     """
-    if total_steps < 1 or steps_per_epoch < 1:
-        raise ConfigError(f"a schedule needs at least one step (got {total_steps} steps, "
-                          f"{steps_per_epoch} per epoch); check epochs and batch_size")
+    # total_steps, steps_per_epoch >= 1: the run's plan (engine.plan.make_plan) says so
     warmup = round(cfg.warmup_epochs * steps_per_epoch + cfg.warmup_frac * total_steps)
     warmup = min(warmup, total_steps)
     decay = _decay_fn(cfg, total_steps, steps_per_epoch, warmup)

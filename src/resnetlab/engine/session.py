@@ -19,18 +19,18 @@ from torch import nn
 
 from resnetlab.engine import distributed
 from resnetlab.engine.clock import Clock
-from resnetlab.engine.config import RunConfig, TrainConfig
+from resnetlab.engine.config import RunConfig
 from resnetlab.engine.ema import ModelEma
 from resnetlab.engine.guard import NonFiniteGuard
 from resnetlab.engine.logging import MetricsWriter, ProgressDisplay
 from resnetlab.engine.metrics import StepRecorder, StepStat
 from resnetlab.engine.optim import build_optimizer
+from resnetlab.engine.plan import RunPlan, steps_per_epoch
 from resnetlab.engine.runtime import Runtime, prepare_runtime
 from resnetlab.engine.schedules import input_size_schedule, lr_schedule
 from resnetlab.engine.state import TrainProgress
 from resnetlab.engine.task import Classification, Task
-from resnetlab.engine.tracker import Tracker, pick_metric
-from resnetlab.utils.errors import ConfigError
+from resnetlab.engine.tracker import Tracker
 
 __all__ = ["TrainSession", "Window", "open_session", "steps_per_epoch", "epoch_batches"]
 
@@ -60,6 +60,7 @@ class TrainSession:
     """The state of one run of :func:`~resnetlab.engine.fit` (see the module docstring)."""
 
     cfg: RunConfig
+    plan: RunPlan
     run_dir: Path
     rt: Runtime
     model: nn.Module
@@ -108,33 +109,6 @@ class TrainSession:
         return self.run_dir / "checkpoints"
 
 
-def steps_per_epoch(loader: Iterable, world_size: int = 1) -> int:
-    """Optimiser steps per epoch on each of ``world_size`` processes (a one-line error for
-    loaders without ``len()`` or with too few batches)."""
-    try:
-        n = len(loader)  # type: ignore[arg-type]
-    except TypeError:
-        raise ConfigError("the training loader has no len(); pass a sized iterable of (x, y) "
-                          "batches (a list, a DataLoader or a resnetlab loader)") from None
-    if world_size > 1 and getattr(loader, "world_size", 1) != world_size:
-        n //= world_size
-    if n < 1:
-        raise ConfigError(f"the training set gives {n} batches per epoch on each of {world_size} "
-                          "process(es); lower --batch-size or use more data")
-    return n
-
-
-def planned_steps(tc: TrainConfig, per_epoch: int) -> int:
-    """The run's length in steps, where the schedule ends: ``train.steps`` when set (what
-    ``--time-budget`` decides), else ``epochs`` x ``per_epoch``."""
-    if tc.steps is None:
-        return tc.epochs * per_epoch
-    if tc.steps > tc.epochs * per_epoch:
-        raise ConfigError(f"--set train.steps={tc.steps} needs --epochs >= "
-                          f"{-(-tc.steps // per_epoch)} ({per_epoch} steps per epoch)")
-    return tc.steps
-
-
 def epoch_batches(loader: Iterable, epoch: int, start: int = 0, steps: int | None = None,
                   rank: int = 0, world_size: int = 1) -> Iterator:
     """Batches ``start, start + 1, ...`` of ``epoch`` for this rank.
@@ -174,24 +148,23 @@ def _placed(model: nn.Module, rt: Runtime, compile: bool,
 
 
 def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None,
-                 cfg: RunConfig, run_dir: Path, *, num_classes: int,
+                 plan: RunPlan, run_dir: Path, *, num_classes: int,
                  progress: bool | None = None, **extra: Any) -> TrainSession:
-    """Resolve the runtime and build the optimiser, schedule, EMA, guard and writers for ``cfg``.
+    """Resolve the runtime and build the optimiser, schedule, EMA, guard and writers that
+    ``plan`` (checked by :func:`~resnetlab.engine.plan.make_plan`) describes.
 
-    ``extra``: ``extra_meta``, ``tta``, ``on_epoch_end``, ``task``, ``lr_scales`` (see
-    :func:`~resnetlab.engine.fit`).
+    ``extra``: ``extra_meta``, ``tta``, ``on_epoch_end`` (see :func:`~resnetlab.engine.fit`).
     """
+    cfg = plan.config
     tc, rt = cfg.train, prepare_runtime(cfg.train)
-    per_epoch = steps_per_epoch(train_loader, rt.dist.world_size)
-    planned = planned_steps(tc, per_epoch)
-    total = min(planned, tc.max_steps or planned)
+    per_epoch, total = plan.steps_per_epoch, plan.total_steps
     net, eval_base = _placed(model, rt, tc.compile, tc.sync_bn)
-    optimizer = build_optimizer(model, cfg.optim, extra.pop("lr_scales", None))
-    lr_fn = lr_schedule(cfg.schedule, cfg.optim.lr, planned, per_epoch)
-    input_size = input_size_schedule(cfg.data.progressive_sizes, planned)
+    optimizer = build_optimizer(model, cfg.optim, plan.lr_scales)
+    lr_fn = lr_schedule(cfg.schedule, cfg.optim.lr, plan.schedule_steps, per_epoch)
+    input_size = input_size_schedule(cfg.data.progressive_sizes, plan.schedule_steps)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     return TrainSession(
-        cfg=cfg, run_dir=run_dir, rt=rt, model=model, net=net, eval_base=eval_base,
+        cfg=cfg, plan=plan, run_dir=run_dir, rt=rt, model=model, net=net, eval_base=eval_base,
         train_loader=train_loader, val_loader=val_loader, num_classes=num_classes,
         steps_per_epoch=per_epoch, total_steps=total, optimizer=optimizer, lr_fn=lr_fn,
         input_size=input_size,
@@ -199,8 +172,7 @@ def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable 
         guard=NonFiniteGuard(model, optimizer, scaler, tc.max_nonfinite_steps, lr_fn),
         # the loop drains every log_every steps and at each epoch end
         recorder=StepRecorder(max(1, min(tc.log_every, per_epoch)), rt.device),
-        tracker=Tracker(pick_metric(tc, val_loader is not None,
-                                    regression=getattr(extra.get("task"), "regression", False)),
-                        tc.early_stop_patience),
+        tracker=Tracker(plan.metric, tc.early_stop_patience),
         writer=MetricsWriter(run_dir, enabled=rt.dist.is_main),
-        display=ProgressDisplay(progress, total, tc.epochs, enabled=rt.dist.is_main), **extra)
+        display=ProgressDisplay(progress, total, tc.epochs, enabled=rt.dist.is_main),
+        task=plan.task, **extra)

@@ -23,11 +23,9 @@ def pick_metric(tc: TrainConfig, has_val: bool, regression: bool = False) -> str
     A regression run has no accuracy: an accuracy metric (the default ``val_top1``) becomes
     ``val_rmse``, lower is better.
     """
-    name = tc.early_stop_metric
+    name = tc.early_stop_metric  # one of METRICS: the config's check (validate) said so
     if regression and name in _ACCURACY:
         name = "val_rmse"
-    if name not in METRICS:
-        raise ConfigError(f"--early-stop-metric {name!r}: choose one of {', '.join(METRICS)}")
     if name.startswith("val_") and not has_val:
         if tc.early_stop_patience:
             raise ConfigError(f"--early-stop needs a validation split to watch {name}; "

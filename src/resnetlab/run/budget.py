@@ -2,8 +2,8 @@
 
 :func:`apply_time_budget` is called by :func:`resnetlab.run.train` once the data and the network
 are built.  It times real training steps (:func:`resnetlab.engine.budget.calibrate`), plans the
-steps that fit (:func:`~resnetlab.engine.budget.plan_steps`) and returns the config with
-``train.steps`` (and ``train.epochs`` to cover it) filled in.  That config is what the run
+steps that fit (:func:`~resnetlab.engine.budget.plan_steps`) and returns the run's plan with
+``train.steps`` (and ``train.epochs`` to cover it) filled in.  Its config is what the run
 trains and saves as ``config.yaml``, so ``resnetlab train --config RUN/config.yaml`` reruns the
 same steps without measuring again (and on another machine takes as long as it takes).
 """
@@ -11,7 +11,6 @@ same steps without measuring again (and on another machine takes as long as it t
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 from torch import nn
@@ -19,7 +18,7 @@ from torch import nn
 from resnetlab.engine import distributed
 from resnetlab.engine.budget import MIN_STEPS, Calibration, calibrate, plan_steps
 from resnetlab.engine.config import RunConfig
-from resnetlab.engine.session import steps_per_epoch
+from resnetlab.engine.plan import RunPlan
 from resnetlab.run.build import flip_tta_applies
 from resnetlab.utils.duration import format_duration, parse_duration
 from resnetlab.utils.errors import ConfigError
@@ -31,21 +30,22 @@ FIXED_S = 4.0
 __all__ = ["apply_time_budget", "budget_label"]
 
 
-def apply_time_budget(cfg: RunConfig, model: nn.Module, bundle: Any, *, spent_s: float) -> RunConfig:
-    """``cfg`` with its step count fixed by ``train.time_budget`` (``cfg`` itself when there is
-    no budget or ``train.steps`` is already decided).  ``spent_s``: wall seconds the run has
+def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: float) -> RunPlan:
+    """``plan`` with its step count fixed by ``train.time_budget`` (``plan`` itself when there
+    is no budget or ``train.steps`` is already decided).  ``spent_s``: wall seconds the run has
     used so far (reading the data); the calibration's own time is added."""
+    cfg = plan.config
     tc = cfg.train
     if tc.time_budget is None or tc.steps is not None:
-        return cfg
+        return plan
     budget_s = parse_duration(tc.time_budget)
-    per_epoch = steps_per_epoch(bundle.train, distributed.dist_info().world_size)
+    per_epoch = plan.steps_per_epoch
     evals = [loader for loader in (bundle.val, bundle.test) if _size(loader)]
     if spent_s + FIXED_S >= budget_s:  # loading alone used it up: say so before timing
         raise ConfigError(f"--time-budget {tc.time_budget}: only 0 training steps fit (reading "
                           f"the data took {spent_s:.0f} s of it); give more time, or less data "
                           "(--train-size)")
-    cal = calibrate(model, bundle.train, next(iter(evals[0]))[0] if evals else None, cfg,
+    cal = calibrate(model, bundle.train, next(iter(evals[0]))[0] if evals else None, plan,
                     budget_s=budget_s)
     views = 2 if flip_tta_applies(cfg, bundle) else 1  # flip TTA: image + mirror
     final = min(_size(bundle.test) or _size(bundle.val), cfg.data.test_size or math.inf)
@@ -59,8 +59,7 @@ def apply_time_budget(cfg: RunConfig, model: nn.Module, bundle: Any, *, spent_s:
         say(f"time budget {format_duration(budget_s)}: one step {1000 * cal.step_s:.0f} ms, "
             f"evaluation {1000 * cal.eval_image_s:.2f} ms/image, {spent_s:.0f} s spent so far "
             f"-> {steps} steps ({steps / per_epoch:.1f} epochs)")
-    train = replace(tc, steps=steps, epochs=math.ceil(steps / per_epoch))
-    return replace(cfg, train=train)
+    return plan.with_steps(steps)
 
 
 def _size(loader: Any) -> int:

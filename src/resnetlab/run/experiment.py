@@ -22,7 +22,8 @@ from typing import Any
 from resnetlab.checkpoint import read_meta, resolve_checkpoint_dir
 from resnetlab.engine import distributed, fit, new_run_dir
 from resnetlab.engine.config import RunConfig, validate
-from resnetlab.engine.loop import FitResult, pick_metric, steps_per_epoch
+from resnetlab.engine.loop import FitResult
+from resnetlab.engine.plan import RunPlan, make_plan
 from resnetlab.engine.rundir import lock_run_dir, made_by_job
 from resnetlab.run.budget import apply_time_budget
 from resnetlab.run.build import as_built, build_data_and_model
@@ -200,15 +201,16 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
     start = time.perf_counter()
     info, device = distributed.init_distributed(resolve_device(cfg.train.device))
     try:
-        cfg, bundle, model, tuning, task = _prepare(cfg, resume_dir, info, device, start)
+        plan, bundle, model, tuning = _prepare(cfg, resume_dir, info, device, start)
+        cfg = plan.config
         hook = _chain(tuning.on_epoch_end, on_epoch_end)
         run_dir = _claim_run_dir(cfg, resume_dir, info.is_main)
         with _cleanup_if_empty(run_dir, fresh=resume_dir is None), _lock(run_dir, info.is_main):
             try:
-                fitted = fit(model, bundle.train, bundle.val if _has_val(bundle) else None, cfg,
+                fitted = fit(model, bundle.train, bundle.val if plan.has_val else None, plan,
                              run_dir, num_classes=bundle.num_classes, extra_meta=_meta(model, bundle),
                              resume=resume_dir is not None, progress=progress if info.is_main else False,
-                             on_epoch_end=hook, task=task, lr_scales=tuning.lr_scales)
+                             on_epoch_end=hook)
                 results = final_results(model, bundle, cfg, fitted, test_on, device,
                                         progress=progress if info.is_main else False)
             except KeyboardInterrupt:
@@ -226,25 +228,25 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
 
 
 def _prepare(cfg: RunConfig, resume_dir: Path | None, info: Any, device: Any,
-             start: float) -> tuple[RunConfig, Any, Any, Finetuning, Any]:
-    """Data, network, fine-tune policies and the step plan, checked before any directory is
-    made; the config gets the layout it runs on (``distributed``: world size, nodes, global
-    batch).  Returns (cfg, bundle, model, :class:`Finetuning`, task)."""
+             start: float) -> tuple[RunPlan, Any, Any, Finetuning]:
+    """The run's plan (:class:`~resnetlab.engine.plan.RunPlan`: data, network, task, fine-tune
+    policies, steps), checked before any directory is made; the config gets the layout it runs
+    on (``distributed``: world size, nodes, global batch) and a time budget's step count.
+    Returns (plan, bundle, model, :class:`Finetuning`)."""
     bundle, model = build_data_and_model(cfg, device)
     cfg = as_built(cfg, bundle)  # "default" augmentation and flip TTA as this data gets them
     # a fine-tune (cfg.finetune.source): pretrained weights and freeze/BN/lr policies
     tuning = prepare_finetune(cfg, model, bundle, device, resume_dir)
-    task = task_of(bundle.meta, bundle.num_classes, bundle.classes)
-    pick_metric(cfg.train, has_val=_has_val(bundle), regression=task.regression)
-    steps_per_epoch(bundle.train, info.world_size)
     cfg, note = record_layout(cfg, info.world_size)
     if note and resume_dir is None and info.is_main:  # a resume says it in its own words
         say(note)
-    if resume_dir is None:  # --time-budget fixes train.steps (a resumed run has them)
-        cfg = apply_time_budget(cfg, model, bundle, spent_s=time.perf_counter() - start)
-        # every rank must run the same number of steps: rank 0's measurement decides
-        cfg.train.steps = distributed.broadcast_object(cfg.train.steps)
-    return cfg, bundle, model, tuning, task
+    plan = make_plan(cfg, bundle.train, task=task_of(bundle.meta, bundle.num_classes, bundle.classes),
+                     has_val=_has_val(bundle), model=model, world_size=info.world_size,
+                     lr_scales=tuning.lr_scales)
+    if resume_dir is None:  # --time-budget fixes train.steps (a resumed run has them); every
+        # rank trains the steps rank 0 measured (apply_time_budget broadcasts them)
+        plan = apply_time_budget(plan, model, bundle, spent_s=time.perf_counter() - start)
+    return plan, bundle, model, tuning
 
 
 def _chain(first: EpochHook | None, second: EpochHook | None) -> EpochHook | None:

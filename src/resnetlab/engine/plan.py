@@ -1,0 +1,110 @@
+"""The checked, immutable plan of one training run (issue 19, item 2: validate once, at the edge).
+
+A :class:`RunPlan` is made once, before any work starts, from a config that
+:func:`~resnetlab.engine.config.validate` has passed and from what the config alone cannot
+say: the data (batches per epoch, whether there is a validation split), the task and the model
+(trainable parameters, a fine-tune's learning-rate scales).  :func:`make_plan` holds every check
+that needs them, each with its one-line error; the loop, the optimiser, the schedule and the
+tracker read the plan and check nothing again.
+
+The plan is frozen and keeps its own copy of the config, so a caller that changes its
+``RunConfig`` afterwards (a notebook, a sweep) changes nothing in a run that is planned.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from torch import nn
+
+from resnetlab.engine.config import RunConfig, TrainConfig
+from resnetlab.engine.task import Task
+from resnetlab.engine.tracker import pick_metric
+from resnetlab.utils.errors import ConfigError
+
+__all__ = ["RunPlan", "make_plan", "steps_per_epoch", "planned_steps"]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one run will do, decided and checked: model, data, task, optimiser, schedule, budget.
+
+    ``config``: the plan's own copy of the checked config (the engine reads it, nothing writes
+    it). ``steps_per_epoch``: optimiser steps per epoch on each process; ``schedule_steps``:
+    where the learning-rate schedule (and progressive resizing) ends, ``train.steps`` when a
+    time budget fixed it, else epochs x steps per epoch; ``total_steps``: where training stops
+    (``train.max_steps`` may end it sooner); ``metric``: the ``metrics.csv`` column that picks
+    the best checkpoint; ``lr_scales``: a fine-tune's per-parameter learning-rate scales.
+    """
+
+    config: RunConfig
+    task: Task
+    steps_per_epoch: int
+    schedule_steps: int
+    total_steps: int
+    metric: str
+    has_val: bool
+    world_size: int = 1
+    lr_scales: Mapping[str, float] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
+
+    def with_steps(self, steps: int) -> RunPlan:
+        """This plan with its length fixed to ``steps`` optimiser steps (what ``--time-budget``
+        decides): ``train.steps`` and the epochs that hold them."""
+        train = dataclasses.replace(self.config.train, steps=steps,
+                                    epochs=-(-steps // self.steps_per_epoch))
+        config = copy.deepcopy(dataclasses.replace(self.config, train=train))
+        return dataclasses.replace(self, config=config, schedule_steps=steps,
+                                   total_steps=min(steps, train.max_steps or steps))
+
+
+def make_plan(cfg: RunConfig, train_loader: Iterable, *, task: Task, has_val: bool,
+              model: nn.Module | None = None, world_size: int = 1,
+              lr_scales: Mapping[str, float] | None = None) -> RunPlan:
+    """Check what ``cfg`` asks of this data, task and model, and fix the run's numbers.
+
+    ``cfg`` must have passed :func:`~resnetlab.engine.config.validate` (the run API and
+    :func:`~resnetlab.engine.fit` do that first).  One-line :class:`ConfigError` for a loader
+    without ``len()`` or without a batch per process, ``train.steps`` beyond the epochs,
+    ``--early-stop`` without a validation split, and a model with nothing to train.
+    """
+    per_epoch = steps_per_epoch(train_loader, world_size)
+    schedule = planned_steps(cfg.train, per_epoch)
+    metric = pick_metric(cfg.train, has_val, regression=task.regression)
+    if model is not None and not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError("the model has no trainable parameters (all requires_grad=False)")
+    return RunPlan(config=copy.deepcopy(cfg), task=task, steps_per_epoch=per_epoch,
+                   schedule_steps=schedule,
+                   total_steps=min(schedule, cfg.train.max_steps or schedule),
+                   metric=metric, has_val=has_val, world_size=world_size,
+                   lr_scales=types.MappingProxyType(dict(lr_scales or {})))
+
+
+def steps_per_epoch(loader: Iterable, world_size: int = 1) -> int:
+    """Optimiser steps per epoch on each of ``world_size`` processes (a one-line error for
+    loaders without ``len()`` or with too few batches)."""
+    try:
+        n = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        raise ConfigError("the training loader has no len(); pass a sized iterable of (x, y) "
+                          "batches (a list, a DataLoader or a resnetlab loader)") from None
+    if world_size > 1 and getattr(loader, "world_size", 1) != world_size:
+        n //= world_size
+    if n < 1:
+        raise ConfigError(f"the training set gives {n} batches per epoch on each of {world_size} "
+                          "process(es); lower --batch-size or use more data")
+    return n
+
+
+def planned_steps(tc: TrainConfig, per_epoch: int) -> int:
+    """The run's length in steps, where the schedule ends: ``train.steps`` when set (what
+    ``--time-budget`` decides), else ``epochs`` x ``per_epoch``."""
+    if tc.steps is None:
+        return tc.epochs * per_epoch
+    if tc.steps > tc.epochs * per_epoch:
+        raise ConfigError(f"--set train.steps={tc.steps} needs --epochs >= "
+                          f"{-(-tc.steps // per_epoch)} ({per_epoch} steps per epoch)")
+    return tc.steps
