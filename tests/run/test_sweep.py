@@ -151,3 +151,37 @@ def test_failing_trials_are_failed_and_three_in_a_row_stop_the_sweep(tmp_path, c
     assert code == 2 and "error: 3 trials in a row failed; the last: " in err
     assert err.count("failed: ") == 3
     assert [t.state.name for t in trials(runs)] == ["FAIL"] * 3
+
+
+@pytest.mark.parametrize("race", [
+    "(sqlite3.OperationalError) table alembic_version already exists",
+    "(sqlite3.IntegrityError) UNIQUE constraint failed: version_info.version_info_id",
+])
+def test_two_workers_creating_one_new_database_both_open_it(monkeypatch, race):
+    """Two processes (machines) started together on a new SQLite file race to create Optuna's
+    schema; the loser's error is retried, not reported (it failed CI once: 'already exists')."""
+    from resnetlab.run import sweep
+
+    tries = []
+
+    def racing(url, heartbeat_s):
+        tries.append(url)
+        if len(tries) == 1:
+            raise RuntimeError(race)
+        return "storage"
+
+    monkeypatch.setattr(sweep, "_open_storage", racing)
+    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
+    assert sweep._storage("sqlite:///x.db", 5.0) == "storage" and len(tries) == 2
+
+
+def test_a_storage_that_cannot_open_is_not_retried(monkeypatch):
+    from resnetlab.run import sweep
+    from resnetlab.utils.errors import ConfigError
+
+    tries = []
+    monkeypatch.setattr(sweep, "_open_storage",
+                        lambda url, hb: tries.append(url) or (_ for _ in ()).throw(RuntimeError("no such host")))
+    with pytest.raises(ConfigError, match="cannot open the study storage \\(no such host\\)"):
+        sweep._storage("postgresql://nowhere/db", 5.0)
+    assert len(tries) == 1

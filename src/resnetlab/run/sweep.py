@@ -144,16 +144,20 @@ def storage_url(storage: str | None, runs_dir: str, study: str) -> str:
     return f"sqlite:///{path}"
 
 
+# what a worker sees when another creates the same new database at the same moment
+_SCHEMA_RACE = ("IntegrityError", "locked", "already exists")
+
+
 def _storage(url: str, heartbeat_s: float):
     """An Optuna storage for ``url``; one line naming the URL when it cannot be opened.
     Workers that start together race to create the schema of a new database (the loser sees
-    an IntegrityError): a few tries, a moment apart, settle it."""
+    an IntegrityError, or "table ... already exists"): a few tries, a moment apart, settle it."""
     for attempt in range(4):
         try:
             return _open_storage(url, heartbeat_s)
         except Exception as err:  # sqlalchemy/driver errors have many types; all mean "cannot open"
             first = (str(err).splitlines() or [type(err).__name__])[0][:200]
-            if attempt == 3 or "IntegrityError" not in first and "locked" not in first:
+            if attempt == 3 or not any(race in first for race in _SCHEMA_RACE):
                 raise ConfigError(f"--storage {url}: cannot open the study storage ({first})") from None
             time.sleep(0.5 * (attempt + 1))
 
