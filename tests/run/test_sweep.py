@@ -180,8 +180,12 @@ def test_a_storage_that_cannot_open_is_not_retried(monkeypatch):
     from resnetlab.utils.errors import ConfigError
 
     tries = []
-    monkeypatch.setattr(sweep, "_open_storage",
-                        lambda url, hb: tries.append(url) or (_ for _ in ()).throw(RuntimeError("no such host")))
+
+    def unreachable(url, heartbeat_s):
+        tries.append(url)
+        raise RuntimeError("no such host")
+
+    monkeypatch.setattr(sweep, "_open_storage", unreachable)
     with pytest.raises(ConfigError, match="cannot open the study storage \\(no such host\\)"):
         sweep._storage("postgresql://nowhere/db", 5.0)
     assert len(tries) == 1

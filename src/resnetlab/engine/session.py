@@ -29,7 +29,7 @@ from resnetlab.engine.plan import RunPlan, steps_per_epoch
 from resnetlab.engine.runtime import Runtime, prepare_runtime
 from resnetlab.engine.schedules import input_size_schedule, lr_schedule
 from resnetlab.engine.state import TrainProgress
-from resnetlab.engine.task import Classification, Task
+from resnetlab.engine.task import Task
 from resnetlab.engine.tracker import Tracker
 
 __all__ = ["TrainSession", "Window", "open_session", "steps_per_epoch", "epoch_batches"]
@@ -59,7 +59,7 @@ class Window:
 class TrainSession:
     """The state of one run of :func:`~resnetlab.engine.fit` (see the module docstring)."""
 
-    cfg: RunConfig
+    # the run's checked numbers; cfg, task, steps_per_epoch and total_steps are read from it
     plan: RunPlan
     run_dir: Path
     rt: Runtime
@@ -69,8 +69,6 @@ class TrainSession:
     train_loader: Iterable
     val_loader: Iterable | None
     num_classes: int
-    steps_per_epoch: int
-    total_steps: int
     optimizer: torch.optim.Optimizer
     lr_fn: Callable[[int], float]
     # progressive resizing: the longer image side for each step (None: the data's own size)
@@ -85,11 +83,26 @@ class TrainSession:
     extra_meta: dict[str, Any] = field(default_factory=dict)
     tta: Callable | None = None
     on_epoch_end: Callable[[dict[str, Any]], Any] | None = None
-    # what is learned: the loss and metrics (a classification or a regression)
-    task: Task = field(default_factory=Classification)
     state: TrainProgress = field(default_factory=TrainProgress)
     window: Window = field(default_factory=Window)
     clock: Clock = field(default_factory=Clock)
+
+    @property
+    def cfg(self) -> RunConfig:
+        return self.plan.config
+
+    @property
+    def task(self) -> Task:
+        """What is learned: the loss and metrics (a classification or a regression)."""
+        return self.plan.task
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.plan.steps_per_epoch
+
+    @property
+    def total_steps(self) -> int:
+        return self.plan.total_steps
 
     @property
     def main(self) -> bool:
@@ -164,9 +177,9 @@ def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable 
     input_size = input_size_schedule(cfg.data.progressive_sizes, plan.schedule_steps)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     return TrainSession(
-        cfg=cfg, plan=plan, run_dir=run_dir, rt=rt, model=model, net=net, eval_base=eval_base,
+        plan=plan, run_dir=run_dir, rt=rt, model=model, net=net, eval_base=eval_base,
         train_loader=train_loader, val_loader=val_loader, num_classes=num_classes,
-        steps_per_epoch=per_epoch, total_steps=total, optimizer=optimizer, lr_fn=lr_fn,
+        optimizer=optimizer, lr_fn=lr_fn,
         input_size=input_size,
         scaler=scaler, ema=ModelEma(model, tc.ema_decay) if tc.ema_decay else None,
         guard=NonFiniteGuard(model, optimizer, scaler, tc.max_nonfinite_steps, lr_fn),
@@ -174,5 +187,4 @@ def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable 
         recorder=StepRecorder(max(1, min(tc.log_every, per_epoch)), rt.device),
         tracker=Tracker(plan.metric, tc.early_stop_patience),
         writer=MetricsWriter(run_dir, enabled=rt.dist.is_main),
-        display=ProgressDisplay(progress, total, tc.epochs, enabled=rt.dist.is_main),
-        task=plan.task, **extra)
+        display=ProgressDisplay(progress, total, tc.epochs, enabled=rt.dist.is_main), **extra)
