@@ -130,6 +130,7 @@ def short_run(epochs: int, tmp: Path) -> Path:
 
     cfg = load_recipe("default")
     cfg.train.epochs, cfg.runs_dir, cfg.name = epochs, str(tmp / "runs"), "infer-bench"
+    cfg.train.time_budget = None  # these epochs, not the main job's 5 minutes
     return Path(train(cfg, progress=False).run_dir)
 
 

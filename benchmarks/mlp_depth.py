@@ -38,6 +38,7 @@ def one_run(model: str, blocks: int, seed: int, csvs: tuple[Path, Path], args) -
     cfg.data.name, cfg.data.target, cfg.data.batch_size = f"csv:{csvs[0]}", "target", 32
     cfg.optim.lr = 0.05
     cfg.train.epochs, cfg.train.seed, cfg.train.tta = args.epochs, seed, False
+    cfg.train.time_budget = None  # these epochs, not the main job's 5 minutes
     cfg.train.device, cfg.train.precision = args.device, "fp32"
     cfg.runs_dir, cfg.name = str(args.out / "runs"), f"{model}-{blocks}-s{seed}"
     done = run.train(cfg, progress=False)

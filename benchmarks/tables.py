@@ -111,6 +111,7 @@ def net_score(name: str, variant: str, csvs: tuple[Path, Path], runs: Path, fold
         cfg.data.task = "regression"
         cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay = "adamw", 0.003, 0.01
     cfg.train.epochs, cfg.train.seed, cfg.train.tta = args.epochs, 0, False
+    cfg.train.time_budget = None  # these epochs, not the main job's 5 minutes
     cfg.train.device, cfg.train.precision = "cpu", "fp32"
     for key, value in VARIANTS[variant][1].items():
         section, field = key.split(".")

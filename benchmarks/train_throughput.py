@@ -120,7 +120,7 @@ def ours_arm(args, device: torch.device) -> float:
     with tempfile.TemporaryDirectory() as runs:
         cfg = run.config_with("default", {
             "data.batch_size": args.batch_size, "data.augment": "crop:2,flip",
-            "data.data_dir": args.data_dir, "data.val_size": 0,
+            "data.data_dir": args.data_dir, "data.val_size": 0, "data.progressive_sizes": [],
             "train.max_steps": args.warmup + args.steps, "train.tta": False,
             "train.log_every": math.gcd(args.warmup, args.steps), "train.device": str(device),
             "train.precision": args.precision, "train.epochs": 1000, "runs_dir": runs,
@@ -164,7 +164,7 @@ def variant_rate(name: str, args, device: torch.device, bundles: dict) -> float:
     from resnetlab.run.build import build_model
 
     cfg = run.config_with("default", {
-        "data.data_dir": args.data_dir, "data.batch_size": args.batch_size,
+        "data.data_dir": args.data_dir, "data.batch_size": args.batch_size, "data.progressive_sizes": [],
         "train.precision": args.precision, "train.device": str(device), **VARIANTS[name]})
     key = repr(cfg.data)
     if key not in bundles:

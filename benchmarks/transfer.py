@@ -204,6 +204,7 @@ def pretrain(root: Path, args: argparse.Namespace) -> Path:
     cfg = run.load_recipe("default")
     cfg.model.name, cfg.data.name, cfg.data.num_workers = "resnet20", f"folder:{root}", 0
     cfg.train.epochs, cfg.train.tta, cfg.train.device = args.pretrain_epochs, False, args.device
+    cfg.train.time_budget = None  # these epochs, not the main job's 5 minutes
     cfg.runs_dir, cfg.name = str(args.out / "runs"), "pretrain"
     done = run.train(cfg, progress=False)
     print(f"pretrained resnet20 on {', '.join(NAMES[c] for c in SOURCE)}: val top-1 "

@@ -42,6 +42,7 @@ pre.runs_dir, pre.name = str(work), "pretrained"
 pre.data.train_size, pre.data.val_size = (5000, 500) if QUICK else (20000, 2000)
 pre.data.batch_size = 64 if QUICK else 128      # more steps for the same images in the quick size
 pre.train.epochs = 2 if QUICK else 4
+pre.train.time_budget = None                    # these epochs, not the main job's 5 minutes
 pre.train.tta = not QUICK                       # flip TTA doubles the test evaluation
 pretrained = train(pre, progress=False)
 print(f"pretrained on Fashion-MNIST: {100 * pretrained.results['top1']:.2f}% test top-1")
@@ -88,6 +89,7 @@ for n in labels_per_class:
         cfg.data.name, cfg.data.augment = f"folder:{root}", "none"   # mirrored digits are other digits
         cfg.data.batch_size, cfg.train.tta = 16, False
         cfg.train.epochs, cfg.train.seed = (12 if QUICK else 20), seed
+        cfg.train.time_budget = None
         cfg.name = f"scratch-{n}-s{seed}"
         scratch = train(cfg, progress=False)
         cfg.name = f"finetune-{n}-s{seed}"

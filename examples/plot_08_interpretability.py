@@ -39,6 +39,7 @@ cfg = load_recipe("default")
 cfg.runs_dir = str(work)
 cfg.data.train_size, cfg.data.val_size = (3000, 500) if QUICK else (20000, 2000)
 cfg.train.epochs = 2 if QUICK else 4
+cfg.train.time_budget = None                    # these epochs, not the main job's 5 minutes
 cfg.data.batch_size = 64 if QUICK else 128     # more steps for the same images in the quick size
 cfg.train.tta = not QUICK                       # flip TTA doubles the test evaluation
 run = train(cfg, progress=False)

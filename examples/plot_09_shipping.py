@@ -43,6 +43,7 @@ cfg = load_recipe("default")
 cfg.runs_dir, cfg.name = str(work), "model"
 cfg.data.train_size, cfg.data.val_size = (2000, 500) if QUICK else (20000, 2000)
 cfg.train.epochs = 1 if QUICK else 3
+cfg.train.time_budget = None                    # these epochs, not the main job's 5 minutes
 cfg.data.batch_size = 64 if QUICK else 128     # more steps for the same images in the quick size
 cfg.train.tta = not QUICK                       # flip TTA doubles the test evaluation
 run = train(cfg, progress=False)

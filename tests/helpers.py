@@ -161,6 +161,7 @@ def tiny_config(data: Path, runs: Path, name: str):
     cfg.model.name, cfg.model.kwargs = "mlp_resnet", {"width_mult": 0.0625, "num_blocks": 1}
     cfg.data.name, cfg.data.batch_size = f"folder:{data}", 8
     cfg.train.epochs, cfg.train.device, cfg.train.precision = 2, "cpu", "fp32"
+    cfg.train.time_budget = None  # --epochs replaces the recipe's budget
     cfg.train.deterministic, cfg.train.tta, cfg.train.seed = True, False, 3
     cfg.runs_dir, cfg.name = str(runs), name
     return cfg

@@ -36,3 +36,19 @@ def test_quick_mode_reports_both_arms(tmp_path, capsys):
     assert saved["arms"]["textbook"]["epochs"] == 1 and report["quick"] is True
     printed = capsys.readouterr().out
     assert "not reached" in printed and "textbook/main" in printed
+
+
+def test_process_mode_judges_whole_runs_per_seed(tmp_path, capsys):
+    data = write_folder(tmp_path / "animals", per_class=16)
+    out = tmp_path / "report.json"
+    report = load_bench().main(["--process", "0,1", "--quick", "--data", f"folder:{data}",
+                                "--train-size", "40", "--val-size", "8", "--device", "cpu",
+                                "--set", "train.precision=fp32", "--set", "data.batch_size=8",
+                                "--target", "0.0", "--within", "600", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert [r["seed"] for r in saved["process_runs"]] == [0, 1] and saved["met"] is True
+    for r in saved["process_runs"]:
+        assert r["wall_s"] > 0 and 0 <= r["test_top1"] <= 1 and r["steps"] == 5 and r["curve"]
+        assert r["dtype"] == "float32"
+    assert saved["worst_top1"] == min(r["test_top1"] for r in saved["process_runs"]) == report["worst_top1"]
+    assert "every run >= 0.0% inside 600 s: yes" in capsys.readouterr().out

@@ -62,5 +62,5 @@ def test_options_markdown_lists_every_key_once():
     table = options_markdown()
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert len(rows) == len(OPTIONS)
-    assert "| `--lr` | `optim.lr` | `0.1` | Peak learning rate. (must be a finite number > 0) |" in table
+    assert "| `--lr` | `optim.lr` | `0.2` | Peak learning rate. (must be a finite number > 0) |" in table
     assert "`--set data.split_seed=...`" in table

@@ -70,3 +70,19 @@ def test_cli_budget_still_one_line(folder, tmp_path, capsys):
                        "--set", "num_blocks=1", "--device", "cpu", "--no-progress",
                        "--time-budget", "3s", "--runs-dir", tmp_path)
     assert code == 2 and "--time-budget 3s" in one_line_error(err)
+
+
+def test_one_slow_step_does_not_shorten_the_plan(folder, tmp_path, monkeypatch):
+    # a fake clock: every step takes 0.1 s but one, which the host held up for 2 s
+    cfg = _cfg(folder, tmp_path)
+    bundle, model = build_data_and_model(cfg, torch.device("cpu"))
+    clock = {"now": 0.0, "steps": 0}
+
+    def step(*args, **kwargs):
+        clock["steps"] += 1
+        clock["now"] += 2.0 if clock["steps"] == 7 else 0.1
+
+    monkeypatch.setattr(engine_budget, "train_batch", step)
+    monkeypatch.setattr(engine_budget, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    cal = engine_budget.calibrate(model, bundle.train, None, cfg, steps=8, warmup=2)
+    assert cal.measured_steps == 8 and cal.step_s == pytest.approx(0.1)  # the mean: 0.34 s

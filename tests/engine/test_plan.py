@@ -116,3 +116,10 @@ def test_a_run_is_planned_once(tmp_path, monkeypatch):
     assert made.config.train.steps is not None  # the budget fixed the plan's steps
     assert isinstance(made.config, RunConfig) and not isinstance(made.config, RunPlan)
 
+
+
+def test_the_engine_alone_trains_default_sizes_at_full_size():
+    cfg = RunConfig()
+    cfg.data.progressive_sizes = "default"
+    plan = make_plan(cfg, [0, 1], task=Classification(2), has_val=True)
+    assert plan.config.data.progressive_sizes == [] and cfg.data.progressive_sizes == "default"

@@ -93,25 +93,43 @@ def with_options(*groups: Callable[..., Any] | list[inspect.Parameter]) -> Calla
 def flag_overrides(params: dict[str, Any], set_items: list[str] | None = None) -> dict[str, Any]:
     """Dotted config keys for every run-option flag the user gave (None means "not given") and
     every ``--set``: ``section.key=value`` sets a config key, ``key=value`` a model argument."""
-    from resnetlab.cli.common import parse_number_list
-
     out: dict[str, Any] = {}
     for option in OPTIONS.values():
         value = params.get(option.param)
         if value is None or not option.flag:
             continue
-        if typing.get_origin(option.hint) in (list, tuple):
-            value = parse_number_list(value, option.flag)
+        if _takes_list(option.hint):
+            value = _list_value(value, option)
+        elif option.key == "train.time_budget" and str(value).lower() in _OFF:
+            value = None  # --time-budget none: the recipe's budget off, --epochs decides
         out[option.key] = value
     out.update(_set_overrides(set_items))
     # The warm-up is given one way or the other; a flag replaces the recipe's way.
     for given, other in (("warmup_epochs", "warmup_frac"), ("warmup_frac", "warmup_epochs")):
         if f"schedule.{given}" in out:
             out.setdefault(f"schedule.{other}", 0.0)
-    if "train.time_budget" in out:  # a budget given now is planned now, not a saved config's steps
-        out.setdefault("train.steps", None)
     _refuse_image_augment_for_tables(out)
     return out
+
+
+_OFF = ("none", "off")
+
+
+def _takes_list(hint: Any) -> bool:
+    return any(typing.get_origin(h) in (list, tuple) for h in (hint, *typing.get_args(hint)))
+
+
+def _list_value(value: str, option: Option) -> Any:
+    """``30,45`` -> [30, 45]; ``none`` -> [] (``--progressive-sizes none``); a word the
+    option also takes (``default``) as it is."""
+    from resnetlab.cli.common import parse_number_list
+
+    word = str(value).strip().lower()
+    if word in _OFF:
+        return []
+    if word == "default" and str in typing.get_args(option.hint):
+        return word
+    return parse_number_list(value, option.flag)
 
 
 def _set_overrides(set_items: list[str] | None) -> dict[str, Any]:

@@ -48,6 +48,7 @@ def train_options() -> list:
 def command(ctx: typer.Context, **params: Any) -> None:
     """Train a network; with no arguments, ResNet-20 on Fashion-MNIST (the default recipe)."""
     from resnetlab import run
+    from resnetlab.cli import STARTED
     from resnetlab.cli.common import console
     from resnetlab.utils.notices import say
 
@@ -61,7 +62,7 @@ def command(ctx: typer.Context, **params: Any) -> None:
                                        named_by_flag="name" in overrides)
             if note:
                 say(note)
-            result = run.train(cfg, **common)
+            result = run.train(cfg, **common, budget_from=STARTED)
         else:
             if config is not None:
                 raise ConfigError(f"--config {config} with --resume {resume}: a resumed run uses "

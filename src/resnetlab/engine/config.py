@@ -144,11 +144,13 @@ class DataConfig:
     # optimiser steps, and phase k trains on images whose longer side is resized (bilinear,
     # antialiased) to progressive_sizes[k], e.g. [20, 20, 24, 28]: early epochs cost half.
     # Validation and test always see the full size.  Empty: every step at the full size.
-    progressive_sizes: list[int] = opt(
+    # ``default``: the data's own schedule (Fashion-MNIST 20, 24, 28; others none), written
+    # into the run's config.yaml as the sizes it trained at.
+    progressive_sizes: list[int] | str = opt(
         factory=list, flag="--progressive-sizes",
-        help="Progressive resizing: equal phases of training at these image sizes, e.g. 20,24,28 (evaluation at full size).",
-        check=Check(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 4,
-                    "must be whole pixel sizes >= 4, e.g. 20,24,28"))
+        help="Progressive resizing: equal phases of training at these image sizes, e.g. 20,24,28 (evaluation at full size); default: the data's own (Fashion-MNIST 20,24,28); none: full size throughout.",
+        check=Check(lambda v: v == "default" or isinstance(v, int) and not isinstance(v, bool) and v >= 4,
+                    "must be whole pixel sizes >= 4, e.g. 20,24,28, or default"))
     on_bad_image: str = opt("error", flag="--on-bad-image", help="error or skip unreadable images.", check=_one_of("error", "skip"))
     cache_dir: str | None = opt(None, flag="--cache-dir", help="Cache decoded folder images here.")
     download: bool = opt(True, flag="--download", help="Download named data sets when missing.")
@@ -220,11 +222,12 @@ class TrainConfig:
 
     epochs: int = opt(10, flag="--epochs", help="Training epochs.", check=COUNT)
     # ``time_budget`` (seconds, or text such as "5m"): before training, a few steps are timed
-    # and ``steps`` is fixed so the whole run ends inside it (resnetlab.run.budget); a config
-    # that already has ``steps`` (a saved config.yaml) reruns that length without measuring.
+    # and ``steps`` is fixed so the whole run ends inside it, never beyond ``epochs``
+    # (resnetlab.run.budget); a config that already has ``steps`` (a saved config.yaml) reruns
+    # that length without measuring.
     time_budget: float | str | None = opt(
         None, flag="--time-budget",
-        help="Wall time for the whole run, e.g. 5m or 90s: a few steps are timed first and the step count is fixed to end inside it (saved in config.yaml).",
+        help="Wall time for the whole run, e.g. 5m or 90s: a few steps are timed first, then the epochs are trained if they fit, else as many steps as fit (saved in config.yaml); none: no budget. --epochs alone replaces the recipe's budget.",
         check=Check(_duration_ok, "must be a duration such as 5m, 90s or 300 (seconds)"))
     max_steps: int | None = opt(None, flag="--max-steps", help="Stop after this many steps (smoke tests).", check=COUNT)
     label_smoothing: float = opt(0.0, flag="--label-smoothing", help="Label smoothing.", check=UNIT_OPEN)

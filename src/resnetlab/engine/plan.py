@@ -70,7 +70,12 @@ def make_plan(cfg: RunConfig, train_loader: Iterable, *, task: Task, has_val: bo
     :func:`~resnetlab.engine.fit` do that first).  One-line :class:`ConfigError` for a loader
     without ``len()`` or without a batch per process, ``train.steps`` beyond the epochs,
     ``--early-stop`` without a validation split, and a model with nothing to train.
+    ``progressive_sizes: default`` (the data's own sizes, resolved by :mod:`resnetlab.run`)
+    trains at full size here.
     """
+    if cfg.data.progressive_sizes == "default":  # the data's own sizes are resnetlab.run's to
+        cfg = copy.deepcopy(cfg)                 # resolve; the engine alone knows none: full size
+        cfg.data.progressive_sizes = []
     per_epoch = steps_per_epoch(train_loader, world_size)
     schedule = planned_steps(cfg.train, per_epoch)
     metric = pick_metric(cfg.train, has_val, regression=task.regression)

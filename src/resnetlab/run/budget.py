@@ -1,5 +1,8 @@
 """``--time-budget``: decide a run's step count so that the whole run ends inside a wall time.
 
+The budget is a cap: a run trains its epochs (or ``train.steps``) when they fit, and as many
+steps as fit when they do not.
+
 :func:`apply_time_budget` is called by :func:`resnetlab.run.train` once the data and the network
 are built.  It times real training steps (:func:`resnetlab.engine.budget.calibrate`), plans the
 steps that fit (:func:`~resnetlab.engine.budget.plan_steps`) and returns the run's plan with
@@ -42,23 +45,25 @@ def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: 
     per_epoch = plan.steps_per_epoch
     evals = [loader for loader in (bundle.val, bundle.test) if _size(loader)]
     if spent_s + FIXED_S >= budget_s:  # loading alone used it up: say so before timing
-        raise ConfigError(f"--time-budget {tc.time_budget}: only 0 training steps fit (reading "
-                          f"the data took {spent_s:.0f} s of it); give more time, or less data "
+        raise ConfigError(f"--time-budget {tc.time_budget}: only 0 training steps fit (starting "
+                          f"and reading the data took {spent_s:.0f} s of it); give more time, or less data "
                           "(--train-size)")
     cal = calibrate(model, bundle.train, next(iter(evals[0]))[0] if evals else None, plan,
                     budget_s=budget_s)
     views = 2 if flip_tta_applies(cfg, bundle) else 1  # flip TTA: image + mirror
     final = min(_size(bundle.test) or _size(bundle.val), cfg.data.test_size or math.inf)
     spent_s += cal.calibrate_s + cal.startup_s  # the run pays the warm-up steps' extra again
-    steps = plan_steps(budget_s, spent_s, cal, per_epoch=per_epoch,
-                       val_images=_size(bundle.val), final_images=final * views)
+    fits = plan_steps(budget_s, spent_s, cal, per_epoch=per_epoch,
+                      val_images=_size(bundle.val), final_images=final * views)
+    steps = min(fits, plan.schedule_steps)  # a cap: never more than the epochs asked for
     steps = int(distributed.broadcast_object(steps))  # every rank trains rank 0's plan
-    if steps < MIN_STEPS:
+    if steps < min(MIN_STEPS, plan.schedule_steps):  # cut below a training run's length
         raise ConfigError(_too_short(tc.time_budget, steps, cal, spent_s))
     if distributed.is_main():
         say(f"time budget {format_duration(budget_s)}: one step {1000 * cal.step_s:.0f} ms, "
             f"evaluation {1000 * cal.eval_image_s:.2f} ms/image, {spent_s:.0f} s spent so far "
-            f"-> {steps} steps ({steps / per_epoch:.1f} epochs)")
+            f"-> {steps} steps ({steps / per_epoch:.1f} epochs"
+            f"{'' if steps < plan.schedule_steps else ', all that were asked for'})")
     return plan.with_steps(steps)
 
 

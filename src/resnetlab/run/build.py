@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnetlab.data import build_data
+from resnetlab.data import DATASETS, build_data
 from resnetlab.engine.config import DataConfig, RunConfig
 from resnetlab.models.mlp import table_defaults
 from resnetlab.models.registry import create_model, model_info
@@ -54,7 +54,7 @@ def build_model(cfg: RunConfig, bundle: Any) -> nn.Module:
     key = "in_features" if kind == "vector" else "in_chans"
     kwargs = dict(cfg.model.kwargs)
     check_input_fits(cfg.model.name, kind, kwargs.get(key), bundle, cfg.data.name)
-    if kind == "vector" and cfg.data.progressive_sizes:
+    if kind == "vector" and cfg.data.progressive_sizes not in ([], "default"):
         raise ConfigError(f"--progressive-sizes: --model {cfg.model.name} reads flattened vectors "
                           "of one fixed size; use a convolutional model or drop the flag")
     given = kwargs.get("num_classes")
@@ -120,15 +120,23 @@ def flip_tta_applies(cfg: RunConfig, bundle: Any) -> bool:
 
 
 def as_built(cfg: RunConfig, bundle: Any) -> RunConfig:
-    """``cfg`` with ``data.augment`` and ``train.tta`` as the data really gets them, so the
-    run's config.yaml says what happened (``default`` becomes e.g. ``flip`` or ``none``) and
-    ``--config RUN/config.yaml`` repeats it.  Tables keep their config (they are never
-    augmented)."""
-    if bundle.meta.get("kind") != "image" or "augment" not in bundle.meta:
-        return cfg
-    augment, tta = str(bundle.meta["augment"]), flip_tta_applies(cfg, bundle)
-    if (augment, tta) == (cfg.data.augment, cfg.train.tta):
-        return cfg
+    """``cfg`` with ``data.augment``, ``data.progressive_sizes`` and ``train.tta`` as the data
+    really gets them, so the run's config.yaml says what happened (``default`` becomes e.g.
+    ``flip`` and ``[20, 24, 28]``, or ``none`` and ``[]``) and ``--config RUN/config.yaml``
+    repeats it.  Tables keep their augmentation (they are never augmented)."""
     out = copy.deepcopy(cfg)
-    out.data.augment, out.train.tta = augment, tta
+    if out.data.progressive_sizes == "default":  # an MLP reads images of one fixed size
+        image_model = model_info(cfg.model.name).get("input_kind", "image") == "image"
+        out.data.progressive_sizes = own_progressive_sizes(cfg.data.name, bundle) if image_model else []
+    if bundle.meta.get("kind") == "image" and "augment" in bundle.meta:
+        out.data.augment, out.train.tta = str(bundle.meta["augment"]), flip_tta_applies(cfg, bundle)
     return out
+
+
+def own_progressive_sizes(data_name: str, bundle: Any) -> list[int]:
+    """The input sizes of a data set's own progressive-resizing schedule (``default``): a named
+    set's, when its images kept their stored size; none for folders, tables and resized sets."""
+    if bundle.meta.get("kind") != "image" or data_name not in DATASETS:
+        return []
+    sizes = list(DATASETS[data_name].progressive)
+    return sizes if sizes and max(bundle.input_shape[1:]) == sizes[-1] else []

@@ -88,7 +88,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 def train(config: RunConfig, *, test_on: str = "best", progress: bool | None = None,
-          world_size: int = 1, max_restarts: int = 0, on_epoch_end: EpochHook | None = None) -> Run:
+          world_size: int = 1, max_restarts: int = 0, on_epoch_end: EpochHook | None = None,
+          budget_from: float | None = None) -> Run:
     """Train ``config`` into a new run directory under ``config.runs_dir`` and evaluate it once.
 
     Everything the config asks for is checked (and the data read) before the directory is
@@ -100,6 +101,9 @@ def train(config: RunConfig, *, test_on: str = "best", progress: bool | None = N
     failed job this often, each time resuming from the last complete checkpoint.
     ``on_epoch_end(row)`` sees each epoch's ``metrics.csv`` row (a dict) and stops training by
     returning True (a sweep's pruner); in-process runs only (not with ``world_size`` > 1).
+    ``budget_from``: the ``time.perf_counter()`` reading ``train.time_budget`` counts from
+    (default: this call); ``resnetlab train`` passes its own start, so the budget is the
+    whole process's.
     """
     validate(config)
     _hook_in_process(on_epoch_end, world_size, max_restarts)
@@ -117,7 +121,7 @@ def train(config: RunConfig, *, test_on: str = "best", progress: bool | None = N
         except KeyboardInterrupt:
             raise Interrupted(Path(config.runs_dir) / str(config.name)) from None
         return _launched(made)
-    return _execute(config, None, test_on, progress, on_epoch_end)
+    return _execute(config, None, test_on, progress, on_epoch_end, budget_from)
 
 
 def _hook_in_process(hook: EpochHook | None, world_size: int, max_restarts: int) -> None:
@@ -192,7 +196,7 @@ def resume(run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None, 
 
 
 def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bool | None,
-             on_epoch_end: EpochHook | None = None) -> Run:
+             on_epoch_end: EpochHook | None = None, budget_from: float | None = None) -> Run:
     """Build, check, claim the directory, fit, evaluate once, write the outputs.
 
     Under ``torchrun`` every rank runs this; ``fit`` and the evaluation shard the batches and
@@ -201,7 +205,8 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
     start = time.perf_counter()
     info, device = distributed.init_distributed(resolve_device(cfg.train.device))
     try:
-        plan, bundle, model, tuning = _prepare(cfg, resume_dir, info, device, start)
+        plan, bundle, model, tuning = _prepare(cfg, resume_dir, info, device,
+                                               start if budget_from is None else budget_from)
         cfg = plan.config
         hook = _chain(tuning.on_epoch_end, on_epoch_end)
         run_dir = _claim_run_dir(cfg, resume_dir, info.is_main)
@@ -228,7 +233,7 @@ def _execute(cfg: RunConfig, resume_dir: Path | None, test_on: str, progress: bo
 
 
 def _prepare(cfg: RunConfig, resume_dir: Path | None, info: Any, device: Any,
-             start: float) -> tuple[RunPlan, Any, Any, Finetuning]:
+             budget_from: float) -> tuple[RunPlan, Any, Any, Finetuning]:
     """The run's plan (:class:`~resnetlab.engine.plan.RunPlan`: data, network, task, fine-tune
     policies, steps), checked before any directory is made; the config gets the layout it runs
     on (``distributed``: world size, nodes, global batch) and a time budget's step count.
@@ -245,7 +250,7 @@ def _prepare(cfg: RunConfig, resume_dir: Path | None, info: Any, device: Any,
                      lr_scales=tuning.lr_scales)
     if resume_dir is None:  # --time-budget fixes train.steps (a resumed run has them); every
         # rank trains the steps rank 0 measured (apply_time_budget broadcasts them)
-        plan = apply_time_budget(plan, model, bundle, spent_s=time.perf_counter() - start)
+        plan = apply_time_budget(plan, model, bundle, spent_s=time.perf_counter() - budget_from)
     return plan, bundle, model, tuning
 
 

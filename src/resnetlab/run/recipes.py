@@ -49,9 +49,24 @@ def load_recipe(spec: str | os.PathLike = "default") -> RunConfig:
 
 
 def config_with(recipe: str | os.PathLike | RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """``recipe`` (a name, file or config) with dotted-key ``overrides`` from flags applied."""
+    """``recipe`` (a name, file or config) with dotted-key ``overrides`` from flags applied.
+
+    A run's length is given one way: a time budget given now is planned now (not a saved
+    config's ``train.steps``), and ``--epochs`` or ``train.steps`` given without one replaces
+    the recipe's budget (``resnetlab train --epochs 2`` trains 2 epochs, not "at most 2 inside
+    the default 5 minutes").
+    """
     base = recipe if isinstance(recipe, RunConfig) else load_recipe(recipe)
-    return apply_overrides(base, overrides, source="flags")
+    return apply_overrides(base, _one_length(overrides), source="flags")
+
+
+def _one_length(overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(overrides)
+    if "train.time_budget" in out:
+        out.setdefault("train.steps", None)
+    elif "train.epochs" in out or "train.steps" in out:
+        out.setdefault("train.time_budget", None)
+    return out
 
 
 # What a resumed run cannot change: its checkpoint holds this network trained on this data, and

@@ -1,0 +1,122 @@
+"""The main job's recipe (issue 25): a 5-minute budget that caps the default 6 epochs, the
+data's own progressive resizing, and a run length that is given one way."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from helpers import FLAGS, TINY, cli, needs_fmnist, one_line_error, write_folder
+from resnetlab import run
+from resnetlab.cli.options import flag_overrides
+from resnetlab.engine.config import OPTIONS
+from resnetlab.run.build import own_progressive_sizes
+
+
+def test_the_default_recipe_is_the_five_minute_main_job():
+    cfg = run.load_recipe("default")
+    assert cfg.train.time_budget == "5m" and cfg.train.epochs == 6
+    assert cfg.data.progressive_sizes == "default" and cfg.optim.lr == 0.2
+
+
+@pytest.mark.parametrize("given, budget, steps", [
+    ({}, "5m", None),                                        # the main job: the recipe's budget
+    ({"train.epochs": 2}, None, None),                       # --epochs replaces the budget
+    ({"train.steps": 50}, None, 50),
+    ({"train.time_budget": "1m"}, "1m", None),
+    ({"train.time_budget": "1m", "train.epochs": 2}, "1m", None),  # both given: both hold
+])
+def test_a_run_length_is_given_one_way(given, budget, steps):
+    cfg = run.config_with("default", given)
+    assert (cfg.train.time_budget, cfg.train.steps) == (budget, steps)
+
+
+def test_a_saved_budgeted_config_given_a_new_budget_plans_again():
+    saved = run.config_with("default", {"train.steps": 1700, "train.time_budget": "5m"})
+    assert saved.train.steps == 1700  # both given (a saved config.yaml): its steps are kept
+    again = run.config_with(saved, {"train.time_budget": "2m"})
+    assert again.train.steps is None and again.train.time_budget == "2m"
+
+
+def _flag(key: str, value: str) -> dict:
+    return flag_overrides({OPTIONS[key].param: value})
+
+
+def test_none_turns_the_budget_and_the_resizing_off():
+    assert _flag("train.time_budget", "none") == {"train.time_budget": None}
+    assert _flag("train.time_budget", "90s") == {"train.time_budget": "90s"}
+    assert _flag("data.progressive_sizes", "none") == {"data.progressive_sizes": []}
+    assert _flag("data.progressive_sizes", "default") == {"data.progressive_sizes": "default"}
+    assert _flag("data.progressive_sizes", "20,28") == {"data.progressive_sizes": [20, 28]}
+
+
+def _bundle(kind: str, shape: tuple[int, ...]) -> SimpleNamespace:
+    return SimpleNamespace(meta={"kind": kind}, input_shape=shape)
+
+
+def test_the_data_own_sizes_are_fashion_mnist_at_its_stored_size_only():
+    assert own_progressive_sizes("fashion-mnist", _bundle("image", (1, 28, 28))) == [20, 24, 28]
+    assert own_progressive_sizes("fashion-mnist", _bundle("image", (1, 32, 32))) == []  # resized
+    assert own_progressive_sizes("cifar10", _bundle("image", (3, 32, 32))) == []  # not measured
+    assert own_progressive_sizes("folder:x", _bundle("image", (1, 28, 28))) == []
+    assert own_progressive_sizes("csv:t.csv", _bundle("table", (8,))) == []
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_folder(tmp_path_factory.mktemp("data") / "animals")
+
+
+def test_a_folder_with_the_default_recipe_trains_at_full_size(folder, tmp_path, capsys):
+    code, out, _ = cli(capsys, "train", f"--data=folder:{folder}", *FLAGS, "--runs-dir", tmp_path,
+                       "--name", "f")
+    assert code == 0 and "input sizes" not in out
+    saved = yaml.safe_load((tmp_path / "f" / "config.yaml").read_text())
+    assert saved["data"]["progressive_sizes"] == [] and saved["train"]["time_budget"] is None
+
+
+@needs_fmnist
+def test_fashion_mnist_records_the_sizes_it_trained_at(tmp_path, capsys):
+    code, out, _ = cli(capsys, "train", "--model", "resnet20", "--width-mult", "0.25",
+                       "--train-size", "512", "--val-size", "256", "--batch-size", "64",
+                       "--device", "cpu", "--no-download", "--no-progress", "--epochs", "1",
+                       "--test-size", "256", "--runs-dir", tmp_path, "--name", "m")
+    assert code == 0 and "20 px -> 24 px -> 28 px" in out
+    saved = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())
+    assert saved["data"]["progressive_sizes"] == [20, 24, 28]
+    again = run.load_recipe(tmp_path / "m" / "config.yaml")  # reruns the same sizes
+    assert again.data.progressive_sizes == [20, 24, 28]
+
+
+def test_the_budget_caps_the_epochs_it_is_given(folder, tmp_path, capsys, monkeypatch):
+    from resnetlab.engine.budget import Calibration
+
+    fast = Calibration(step_s=0.001, eval_image_s=0.0001, measured_steps=10, calibrate_s=0.0)
+    monkeypatch.setattr("resnetlab.run.budget.calibrate", lambda *a, **k: fast)
+    code, out, err = cli(capsys, "train", f"--data=folder:{folder}", *FLAGS, "--time-budget", "1m",
+                         "--runs-dir", tmp_path, "--name", "cap")
+    assert code == 0 and "all that were asked for" in err
+    saved = yaml.safe_load((tmp_path / "cap" / "config.yaml").read_text())["train"]
+    assert saved["epochs"] == 2 and saved["time_budget"] == "1m"  # FLAGS' 2 epochs, not more
+
+
+def test_the_command_budget_counts_from_the_process_start(folder, tmp_path, capsys, monkeypatch):
+    # as if `resnetlab train` had started 100 s ago: a 90 s budget is already spent
+    monkeypatch.setattr("resnetlab.cli.STARTED", time.perf_counter() - 100)
+    code, _, err = cli(capsys, "train", f"--data=folder:{folder}", *FLAGS, "--time-budget", "90s",
+                       "--runs-dir", tmp_path)
+    assert code == 2
+    assert one_line_error(err).startswith("error: --time-budget 90s: only 0 training steps fit "
+                                          "(starting and reading the data took 100 s of it)")
+
+
+@needs_fmnist
+def test_an_mlp_on_fashion_mnist_trains_at_its_one_size(tmp_path, capsys):
+    code, out, _ = cli(capsys, "train", *TINY, "--epochs", "1", "--test-size", "256",
+                       "--runs-dir", tmp_path, "--name", "mlp")
+    assert code == 0 and "input sizes" not in out
+    saved = yaml.safe_load((tmp_path / "mlp" / "config.yaml").read_text())
+    assert saved["data"]["progressive_sizes"] == []
