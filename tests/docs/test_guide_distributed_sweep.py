@@ -40,7 +40,8 @@ def argv(command: str, port: int | None = None) -> list[str]:
         # one trial each; the --workers command takes the same study on to two
         words[words.index("--trials") + 1] = "2" if "--workers" in words else "1"
     words = [w.replace("127.0.0.1:29500", f"127.0.0.1:{port}") for w in words]
-    tiny = ["--model", "mlp_resnet", "--width-mult", "0.0625", "--set", "num_blocks=1"]
+    tiny = ["--model", "mlp_resnet", "--width-mult", "0.0625", "--set", "num_blocks=1",
+            "--progressive-sizes", "none"]  # a best config of the default recipe has its sizes
     # a sweep's space may search the model; its trials never draw a progress bar
     model = [] if "sweep" in words else [*tiny, "--no-progress"]
     return head + words[1:] + model + SHRINK

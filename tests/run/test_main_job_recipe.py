@@ -105,7 +105,12 @@ def test_the_budget_caps_the_epochs_it_is_given(folder, tmp_path, capsys, monkey
 
 def test_the_command_budget_counts_from_the_process_start(folder, tmp_path, capsys, monkeypatch):
     # as if `resnetlab train` had started 100 s ago: a 90 s budget is already spent
-    monkeypatch.setattr("resnetlab.cli.STARTED", time.perf_counter() - 100)
+    import resnetlab.cli
+
+    def started_100_s_ago():
+        resnetlab.cli.STARTED = time.perf_counter() - 100
+
+    monkeypatch.setattr(resnetlab.cli, "mark_command_start", started_100_s_ago)
     code, _, err = cli(capsys, "train", f"--data=folder:{folder}", *FLAGS, "--time-budget", "90s",
                        "--runs-dir", tmp_path)
     assert code == 2

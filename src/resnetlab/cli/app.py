@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit status 2.  Under torchrun the
     line names the rank, and a rank that only lost its peers (another rank failed first) says
     so in one line instead of a traceback, so the failed rank's own line is the one to read."""
+    from resnetlab.cli import mark_command_start
+
+    mark_command_start()
     try:
         app(args=argv, standalone_mode=True)
     except UserError as err:

@@ -66,6 +66,7 @@ def _one_length(overrides: dict[str, Any]) -> dict[str, Any]:
         out.setdefault("train.steps", None)
     elif "train.epochs" in out or "train.steps" in out:
         out.setdefault("train.time_budget", None)
+        out.setdefault("train.steps", None)  # a saved budget's steps give way to the epochs
     return out
 
 
@@ -85,7 +86,7 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict[str, Any]) -> tupl
     if not saved_path.is_file():
         raise ConfigError(f"--resume {run_dir}: no config.yaml there (not a run directory)")
     saved = RunConfig.from_yaml(saved_path)
-    cfg = apply_overrides(saved, overrides, source="flags")
+    cfg = apply_overrides(saved, _one_length(overrides), source="flags")
     before, after = _flatten(saved.to_dict()), _flatten(cfg.to_dict())
     changed = [k for k in after if after[k] != before.get(k)]
     for key in changed:
