@@ -227,7 +227,8 @@ def process_run(args, seed: int, runs: str) -> dict:
     run_dir = Path(runs) / f"seed{seed}"
     results = json.loads((run_dir / "results.json").read_text())
     curve = [(float(r["elapsed_s"]), float(r["val_top1"])) for r in read_metrics(run_dir)]
-    plan = next((line for line in done.stderr.splitlines() if line.startswith("time budget")), None)
+    # the plan from the sample before the run, then the re-plan from the run's own steps
+    plan = " | ".join(line for line in done.stderr.splitlines() if line.startswith("time budget")) or None
     return {"seed": seed, "wall_s": wall, "test_top1": results["top1"], "steps": results["steps"],
             "val_top1": curve[-1][1] if curve else None, "curve": curve, "plan": plan,
             "load_avg_1m": load, "dtype": results["environment"]["dtype"]}

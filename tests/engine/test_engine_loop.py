@@ -24,6 +24,7 @@ from resnetlab.engine import (
     evaluate,
     new_run_dir,
 )
+from resnetlab.engine.loop import folded_for_eval
 from resnetlab.utils.errors import ConfigError
 
 
@@ -176,6 +177,21 @@ def test_evaluate_tta_and_label_smoothing():
     flipped = evaluate(model, data, device="cpu", num_classes=NUM_CLASSES,
                        tta=lambda x: [x, x.flip(-1)])
     assert flipped.num_samples == 64 and flipped.loss != plain.loss
+
+
+def test_evaluate_with_folded_batch_norm_matches_and_leaves_the_model_alone():
+    model = small_net()
+    with torch.no_grad():  # running statistics far from the initial 0 / 1, so folding matters
+        model.train()(blobs(64, seed=4)[0] * 3 + 1)
+    data = [blobs(64, seed=3), blobs(32, seed=5)]
+    plain = evaluate(model, data, device="cpu", num_classes=NUM_CLASSES)
+    folded = evaluate(model, data, device="cpu", num_classes=NUM_CLASSES, fold_bn=True)
+    assert folded.num_samples == plain.num_samples == 96
+    assert folded.top1 == plain.top1 and folded.loss == pytest.approx(plain.loss, rel=1e-5)
+    assert model.training and isinstance(model[1], nn.BatchNorm2d)  # the copy was folded
+    assert folded_for_eval(model, data[0][0][:1])[1].__class__ is nn.Identity
+    no_bn = nn.Sequential(nn.Flatten(), nn.Linear(2 * 8 * 8, NUM_CLASSES))
+    assert folded_for_eval(no_bn, data[0][0][:1]) is no_bn  # nothing to fold: no copy
 
 
 def test_epoch_batches_sharding():

@@ -129,10 +129,10 @@ def test_bad_depth_and_taken_name_are_one_line(folder, tmp_path, capsys):
 
 # -- interruption: real subprocesses and SIGKILL --------------------------------------------------
 
-def _start(folder: Path, runs: Path, log: Path, epochs: int) -> subprocess.Popen:
+def _start(folder: Path, runs: Path, log: Path, epochs: int, jobs: int = 1) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "resnetlab", "compare", "--depths", "20,32", "--data",
            f"folder:{folder}", "--epochs", str(epochs), "--checkpoint-every", "2",
-           "--runs-dir", str(runs), "--name", "c", *TINY]
+           "--runs-dir", str(runs), "--name", "c", "--jobs", str(jobs), *TINY]
     env = {**os.environ, "RESNETLAB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     with open(log, "wb") as fh:
         return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
@@ -174,7 +174,7 @@ def test_killed_comparison_continues(folder, tmp_path, capsys, where):
         assert not (second / "results.json").exists()
     kept = (first / "results.json").stat().st_mtime_ns
     capsys.readouterr()
-    result = run.resume_comparison(tmp_path / "c", progress=False)
+    result = run.resume_comparison(tmp_path / "c", progress=False, jobs=1)
     err = capsys.readouterr().err
     assert (first / "results.json").stat().st_mtime_ns == kept  # not retrained
     assert result.members[0].already_finished
@@ -183,6 +183,57 @@ def test_killed_comparison_continues(folder, tmp_path, capsys, where):
     assert len(result.members) == 4 and all(m.results for m in result.members)
     assert (tmp_path / "c" / "report.html").is_file() and len(result.rows) == 4
     assert not (tmp_path / "c" / ".lock").exists()
+
+
+def _spawned_workers(parent: int) -> list[int]:
+    """The multiprocessing workers of ``parent`` (read from /proc: no psutil needed)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended while we looked
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:  # a zombie has stopped: only its exit status is left for the reaper
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers follow their parent on Linux")
+def test_a_killed_parallel_comparison_leaves_no_member_training(folder, tmp_path):
+    members, log, workers = tmp_path / "c" / "runs", tmp_path / "log.txt", []
+    proc = _start(folder, tmp_path, log, epochs=3, jobs=2)
+
+    def both_working() -> bool:
+        workers[:] = _spawned_workers(proc.pid)
+        started = [m for m in members.glob("*") if not (m / "results.json").exists()]
+        return len(workers) == 2 and any(_checkpoint_step(m) >= 2 for m in started)
+
+    _kill_when(proc, both_working, log)  # SIGKILL: compare itself cannot pass anything on
+    deadline = time.monotonic() + 120
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(pid) for pid in workers), "a worker trained on after compare died"
+    result = run.resume_comparison(tmp_path / "c", progress=False, jobs=2)
+    assert [m.run_dir.name for m in result.members] == [
+        "plain20-s0-n40", "resnet20-s0-n40", "plain32-s0-n40", "resnet32-s0-n40"]  # the plan's order
+    assert all(m.results for m in result.members) and len(result.rows) == 4
+
+
+def test_jobs_is_checked_once(folder, tmp_path, capsys):
+    code, _, err = cli(capsys, "compare", "--depths", "20", "--data", f"folder:{folder}",
+                       "--runs-dir", tmp_path, "--jobs", "0", *TINY)
+    assert code == 2 and one_line_error(err).startswith("error: --jobs 0: give at least 1")
+    code, _, err = cli(capsys, "compare", "--depths", "20", "--data", f"folder:{folder}",
+                       "--runs-dir", tmp_path, "--jobs", "2", "--nproc", "2", *TINY)
+    assert code == 2 and "--jobs 2 with --nproc 2: choose one" in one_line_error(err)
 
 
 @needs_chromium

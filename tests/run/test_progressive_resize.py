@@ -49,9 +49,10 @@ def test_budget_weights_each_size_by_its_phases(monkeypatch):
     timed = {4: (1.0, 0.5), 6: (2.0, 0.25)}
     monkeypatch.setattr(engine_budget, "_time_steps",
                         lambda s, steps, warmup, size, deadline=None: (*timed[size], steps))
-    step_s, startup_s, measured = engine_budget._time_schedule(None, [4, 4, 6], 10, 2)
+    step_s, startup_s, measured, by_size = engine_budget._time_schedule(None, [4, 4, 6], 10, 2)
     assert step_s == pytest.approx(4 / 3) and startup_s == pytest.approx(0.75)
     assert measured == 20  # two distinct sizes, 10 timed steps each
+    assert by_size == ((4, 1.0), (6, 2.0))  # what the run's re-plan keeps for the later sizes
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ def _own(ctx: typer.Context,
          blocks: Annotated[str | None, Opt(help="Instead of --depths, for csv: tables: dense-block counts of mlp_resnet and its twin plain_mlp, e.g. 2,8,32 (the table's own split).", rich_help_panel="Comparison")] = None,
          train_sizes: Annotated[str | None, Opt(help="Training-set sizes to sweep, e.g. 500,5000,55000 (default: the recipe's).", rich_help_panel="Comparison")] = None,
          resume: Annotated[Path | None, Opt(help="Continue this comparison directory (finished members are kept).", rich_help_panel="Comparison")] = None,
+         jobs: Annotated[int | None, Opt(help="Members trained at a time, each in its own process on cores/N threads (default: 2 on a CPU with 2+ cores, else 1).", rich_help_panel="Comparison")] = None,
          name: Annotated[str | None, Opt(help="Comparison directory name under --runs-dir.", rich_help_panel="Comparison")] = None,
          config: Annotated[str, Opt(help="Recipe for every member (name or YAML file).", rich_help_panel="Comparison")] = "compare-quick",
          test_on: Annotated[str, Opt(help="Weights for each member's test evaluation: best or last.", rich_help_panel="Run")] = "best",
@@ -63,7 +64,7 @@ def _run(params: dict[str, Any]):
     world_size = params.get("nproc") or 1  # --nproc: each member on N processes
     if params["resume"] is not None:
         return run.resume_comparison(params["resume"], progress=params["progress"],
-                                     world_size=world_size)
+                                     world_size=world_size, jobs=params["jobs"])
     flag = "--blocks" if params.get("blocks") else "--depths"
     if not (params["depths"] or params.get("blocks")):
         raise ConfigError("--depths: give the depths to compare (e.g. --depths 20,56), --blocks "
@@ -84,4 +85,4 @@ def _run(params: dict[str, Any]):
     return run.compare(base, depths, seeds=params["seeds"], name=params["name"],
                        train_sizes=[int(n) for n in sizes] if sizes else None,
                        test_on=params["test_on"], progress=params["progress"], world_size=world_size,
-                       dense=flag == "--blocks")
+                       dense=flag == "--blocks", jobs=params["jobs"])

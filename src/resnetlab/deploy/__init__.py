@@ -1,7 +1,6 @@
 """Shipping trained networks: verified export (ONNX, TorchScript, safetensors), BatchNorm
 folding, int8 quantisation, and prediction through PyTorch or onnxruntime."""
 
-from resnetlab.deploy.fold import fold_bn
 from resnetlab.deploy.predictor import (
     BACKENDS,
     RUNTIMES,
@@ -13,6 +12,7 @@ from resnetlab.deploy.predictor import (
     load_model,
     load_predictor,
 )
+from resnetlab.layers.fold import fold_bn
 
 __all__ = [
     "BACKENDS", "RUNTIMES", "Backend", "LoadedModel", "Prediction", "Predictor", "TorchBackend",

@@ -353,7 +353,7 @@ def auto_export(run: Path) -> tuple[Path | None, list[str]]:
 def _prepared(model: nn.Module, x: torch.Tensor, fold: bool) -> nn.Module:
     if not fold:
         return model.eval()
-    from resnetlab.deploy.fold import fold_bn
+    from resnetlab.layers.fold import fold_bn
 
     folded = fold_bn(model, x[:1] if x.ndim == 4 else None)
     verify(model, folded, x, "fold_bn")  # folding is exact up to float32 rounding

@@ -64,7 +64,7 @@ class TorchBackend:
 def torch_backend(loaded: LoadedModel, device: str = "auto", precision: str = "fp32") -> Backend:
     """resnetlab's optimised PyTorch path: BN folded into the convs, channels_last, inference
     mode (each measured in ``benchmarks/infer.py``)."""
-    from resnetlab.deploy.fold import fold_bn
+    from resnetlab.layers.fold import fold_bn
 
     return TorchBackend(fold_bn(loaded.model), device, precision)
 

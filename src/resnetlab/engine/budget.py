@@ -48,6 +48,8 @@ class Calibration:
     measured_steps: int
     calibrate_s: float
     startup_s: float = 0.0
+    # seconds per step at each input size timed ((None, step_s): the data's own size only)
+    size_step_s: tuple[tuple[int | None, float], ...] = ()
 
 
 # Calibration gets at most this share of the budget (at least 2 s): a 60 s budget must be
@@ -76,21 +78,22 @@ def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor
         with tempfile.TemporaryDirectory() as tmp:
             s = open_session(scratch, train_loader, None, plan, Path(tmp), num_classes=1,
                              progress=False)
-            step_s, startup_s, timed = _time_schedule(s, plan.config.data.progressive_sizes, steps,
-                                                      warmup, deadline)
+            step_s, startup_s, timed, by_size = _time_schedule(
+                s, plan.config.data.progressive_sizes, steps, warmup, deadline)
             image_s = _time_eval(s, eval_batch) if eval_batch is not None else 0.0
     finally:
         restore_flags(flags)
-    return Calibration(step_s, image_s, timed, time.perf_counter() - began, startup_s)
+    return Calibration(step_s, image_s, timed, time.perf_counter() - began, startup_s, by_size)
 
 
 def _time_schedule(s, sizes: list[int], steps: int, warmup: int,
-                   deadline: float | None = None) -> tuple[float, float, int]:
+                   deadline: float | None = None) -> tuple[float, float, int, tuple]:
     """Seconds per step averaged over a progressive-resizing schedule (each distinct size timed
-    on its own, weighted by its share of the phases), the warm-ups' extra seconds, and the
-    number of timed steps."""
+    on its own, weighted by its share of the phases), the warm-ups' extra seconds, the number
+    of timed steps, and ``(size, seconds per step)`` for each size."""
     if not sizes:
-        return _time_steps(s, steps, warmup, None, deadline)
+        step_s, extra, n = _time_steps(s, steps, warmup, None, deadline)
+        return step_s, extra, n, ((None, step_s),)
     distinct = sorted(set(sizes))
     timed = {}
     for k, size in enumerate(distinct):  # each size gets its share of what time is left
@@ -99,7 +102,7 @@ def _time_schedule(s, sizes: list[int], steps: int, warmup: int,
         timed[size] = _time_steps(s, steps, warmup, size, share)
     step_s = sum(timed[size][0] for size in sizes) / len(sizes)
     return (step_s, sum(extra for _, extra, _ in timed.values()),
-            sum(n for _, _, n in timed.values()))
+            sum(n for _, _, n in timed.values()), tuple((size, timed[size][0]) for size in distinct))
 
 
 def _late(deadline: float | None) -> bool:
@@ -193,3 +196,4 @@ def plan_steps(budget_s: float, spent_s: float, cal: Calibration, *, per_epoch: 
         best = max(best, min(fits, epochs * per_epoch))
         epochs += 1
     return best
+

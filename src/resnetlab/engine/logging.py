@@ -242,6 +242,19 @@ class ProgressDisplay:
         else:
             self._line(line)
 
+    def set_length(self, total_steps: int, epochs: int) -> None:
+        """The run's length changed (a time budget's re-plan)."""
+        self.total_steps, self.epochs = total_steps, epochs
+        if self._progress is not None:
+            self._progress.update(self._task, total=total_steps)
+
+    def notice(self, text: str) -> None:
+        """A notice the user must see in every progress mode (above the bar when there is one)."""
+        if self._progress is not None:
+            self._progress.console.print(text)
+        else:
+            say(text)
+
     def message(self, text: str) -> None:
         if self._progress is not None:
             self._progress.console.print(text)

@@ -26,7 +26,34 @@ from resnetlab.engine.task import Task
 from resnetlab.engine.tracker import pick_metric
 from resnetlab.utils.errors import ConfigError
 
-__all__ = ["RunPlan", "make_plan", "steps_per_epoch", "planned_steps"]
+__all__ = ["RunPlan", "BudgetCheck", "make_plan", "steps_per_epoch", "planned_steps"]
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """A time-budgeted run's second look at its own length (:func:`resnetlab.engine.budget.
+    recheck`): the steps from ``from_step`` to ``at_step`` are timed as the run trains them,
+    and the step count is planned again from that rate instead of the short sample taken
+    before the run.  Both steps come before anything that depends on the length (the end of
+    the warm-up, the first resize, the first epoch's end), so a rerun of the saved config with
+    the final count trains exactly the same steps.
+
+    ``started``: the ``time.perf_counter()`` reading the budget counts from; ``size_step_s``:
+    the sample's seconds per step at each input size (None: the data's own), whose ratios the
+    check keeps; ``eval_image_s``: the sample's seconds per evaluated image; ``val_images`` and
+    ``final_images``: what each validation and the final evaluation (x TTA views) read;
+    ``cap``: the most steps the run may take (its epochs).
+    """
+
+    budget_s: float
+    started: float
+    from_step: int
+    at_step: int
+    size_step_s: tuple[tuple[int | None, float], ...]
+    eval_image_s: float
+    val_images: int
+    final_images: int
+    cap: int
 
 
 @dataclass(frozen=True)
@@ -50,15 +77,25 @@ class RunPlan:
     has_val: bool
     world_size: int = 1
     lr_scales: Mapping[str, float] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
+    # a time-budgeted run's re-plan from its own first steps (None: its length is final)
+    budget_check: BudgetCheck | None = None
 
-    def with_steps(self, steps: int) -> RunPlan:
+    def with_steps(self, steps: int, *, warmup_steps: int | None = None,
+                   check: BudgetCheck | None = None) -> RunPlan:
         """This plan with its length fixed to ``steps`` optimiser steps (what ``--time-budget``
-        decides): ``train.steps`` and the epochs that hold them."""
+        decides): ``train.steps`` and the epochs that hold them.  ``warmup_steps`` fixes the
+        warm-up in steps (as ``schedule.warmup_epochs``), so that it no longer depends on the
+        length; ``check``: the run's re-plan, if one is to come."""
         train = dataclasses.replace(self.config.train, steps=steps,
                                     epochs=-(-steps // self.steps_per_epoch))
-        config = copy.deepcopy(dataclasses.replace(self.config, train=train))
+        schedule = self.config.schedule
+        if warmup_steps is not None:
+            schedule = dataclasses.replace(schedule, warmup_frac=0.0,
+                                           warmup_epochs=warmup_steps / self.steps_per_epoch)
+        config = copy.deepcopy(dataclasses.replace(self.config, train=train, schedule=schedule))
         return dataclasses.replace(self, config=config, schedule_steps=steps,
-                                   total_steps=min(steps, train.max_steps or steps))
+                                   total_steps=min(steps, train.max_steps or steps),
+                                   budget_check=check)
 
 
 def make_plan(cfg: RunConfig, train_loader: Iterable, *, task: Task, has_val: bool,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from resnetlab.engine.config import ScheduleConfig
 from resnetlab.utils.errors import ConfigError
 
-__all__ = ["lr_schedule", "SCHEDULES", "input_size_schedule", "resize_batch"]
+__all__ = ["lr_schedule", "warmup_steps", "SCHEDULES", "input_size_schedule", "resize_batch"]
 
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 
@@ -35,12 +35,17 @@ def lr_schedule(
     steps; steps past ``total_steps`` keep the final value.
     """
     # total_steps, steps_per_epoch >= 1: the run's plan (engine.plan.make_plan) says so
-    warmup = round(cfg.warmup_epochs * steps_per_epoch + cfg.warmup_frac * total_steps)
-    warmup = min(warmup, total_steps)
+    warmup = warmup_steps(cfg, total_steps, steps_per_epoch)
     decay = _decay_fn(cfg, total_steps, steps_per_epoch, warmup)
     return functools.partial(
         _lr_at, base_lr=float(base_lr), warmup=warmup, start=cfg.warmup_start_frac, decay=decay
     )
+
+
+def warmup_steps(cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int) -> int:
+    """The warm-up's length in optimiser steps, for a run of ``total_steps``."""
+    warmup = round(cfg.warmup_epochs * steps_per_epoch + cfg.warmup_frac * total_steps)
+    return min(warmup, total_steps)
 
 
 def _decay_fn(cfg: ScheduleConfig, total: int, per_epoch: int, warmup: int) -> Callable[[int], float]:

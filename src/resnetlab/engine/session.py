@@ -86,6 +86,18 @@ class TrainSession:
     state: TrainProgress = field(default_factory=TrainProgress)
     window: Window = field(default_factory=Window)
     clock: Clock = field(default_factory=Clock)
+    # time.perf_counter() at the budget check's first timed step (engine.replan)
+    budget_mark: float | None = None
+
+    def adopt(self, plan: RunPlan) -> None:
+        """Train to ``plan`` from here on: a time budget's re-plan, which changes only the
+        length (the steps trained so far are the same under either plan)."""
+        cfg = plan.config
+        self.plan = plan
+        self.lr_fn = lr_schedule(cfg.schedule, cfg.optim.lr, plan.schedule_steps, plan.steps_per_epoch)
+        self.input_size = input_size_schedule(cfg.data.progressive_sizes, plan.schedule_steps)
+        self.guard.lr_fn = self.lr_fn
+        self.display.set_length(plan.total_steps, cfg.train.epochs)
 
     @property
     def cfg(self) -> RunConfig:

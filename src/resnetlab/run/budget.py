@@ -14,6 +14,7 @@ same steps without measuring again (and on another machine takes as long as it t
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from torch import nn
@@ -22,6 +23,8 @@ from resnetlab.engine import distributed
 from resnetlab.engine.budget import MIN_STEPS, Calibration, calibrate, plan_steps
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.plan import RunPlan
+from resnetlab.engine.replan import plan_check
+from resnetlab.engine.schedules import warmup_steps
 from resnetlab.run.build import flip_tta_applies
 from resnetlab.utils.duration import format_duration, parse_duration
 from resnetlab.utils.errors import ConfigError
@@ -42,6 +45,7 @@ def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: 
     if tc.time_budget is None or tc.steps is not None:
         return plan
     budget_s = parse_duration(tc.time_budget)
+    started = time.perf_counter() - spent_s  # where the budget counts from
     per_epoch = plan.steps_per_epoch
     evals = [loader for loader in (bundle.val, bundle.test) if _size(loader)]
     if spent_s + FIXED_S >= budget_s:  # loading alone used it up: say so before timing
@@ -64,7 +68,15 @@ def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: 
             f"evaluation {1000 * cal.eval_image_s:.2f} ms/image, {spent_s:.0f} s spent so far "
             f"-> {steps} steps ({steps / per_epoch:.1f} epochs"
             f"{'' if steps < plan.schedule_steps else ', all that were asked for'})")
-    return plan.with_steps(steps)
+    planned = plan.with_steps(steps)
+    check = plan_check(planned, cal, budget_s=budget_s, started=started,
+                       val_images=_size(bundle.val), final_images=final * views,
+                       cap=plan.schedule_steps)
+    if check is None:
+        return planned
+    # the warm-up in steps, so that the re-plan leaves it (and every step before it) as it is
+    warmup = warmup_steps(planned.config.schedule, steps, per_epoch)
+    return planned.with_steps(steps, warmup_steps=warmup, check=check)
 
 
 def _size(loader: Any) -> int:

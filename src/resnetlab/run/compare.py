@@ -30,6 +30,7 @@ from resnetlab.checkpoint import resolve_checkpoint_dir
 from resnetlab.engine.config import RunConfig, validate
 from resnetlab.engine.rundir import default_run_name, lock_run_dir
 from resnetlab.models import list_models
+from resnetlab.run.compare_jobs import auto_jobs, train_in_workers
 from resnetlab.run.compare_results import DENSE_MODELS, FAMILIES, member_record, write_artefacts
 from resnetlab.run.experiment import TEST_ON, Run, resume, train
 from resnetlab.utils.errors import ConfigError
@@ -60,23 +61,31 @@ class ComparePlan:
         """How many member runs the plan holds."""
         return len(self.train_sizes) * len(self.seeds) * len(self.depths) * len(self.families)
 
+    def grid(self) -> list[tuple[int | None, int, int, str]]:
+        """``(train size, seed, depth, family)`` of each member, in the report's order."""
+        return [(size, seed, depth, family) for size in self.train_sizes for seed in self.seeds
+                for depth in self.depths for family in self.families]
+
     def members(self, base: RunConfig, runs_dir: Path) -> list[RunConfig]:
         """One run config per member: ``base`` with the model, seed and subset changed only."""
         out = []
-        for size in self.train_sizes:
-            for seed in self.seeds:
-                for depth in self.depths:
-                    for family in self.families:
-                        cfg = RunConfig.from_dict(base.to_dict())
-                        cfg.model.name, cfg.train.seed = f"{family}{depth}", seed
-                        if self.dense:
-                            cfg.model.name = DENSE_MODELS[family]
-                            cfg.model.kwargs = {**cfg.model.kwargs, "num_blocks": depth}
-                        cfg.data.train_size = size
-                        cfg.runs_dir = str(runs_dir)
-                        cfg.name = f"{family}{depth}-s{seed}" + (f"-n{size}" if size else "")
-                        out.append(cfg)
+        for size, seed, depth, family in self.grid():
+            cfg = RunConfig.from_dict(base.to_dict())
+            cfg.model.name, cfg.train.seed = f"{family}{depth}", seed
+            if self.dense:
+                cfg.model.name = DENSE_MODELS[family]
+                cfg.model.kwargs = {**cfg.model.kwargs, "num_blocks": depth}
+            cfg.data.train_size = size
+            cfg.runs_dir = str(runs_dir)
+            cfg.name = f"{family}{depth}-s{seed}" + (f"-n{size}" if size else "")
+            out.append(cfg)
         return out
+
+    def longest_first(self) -> list[int]:
+        """Member indices, the deepest (and largest-subset) ones first: the order for
+        ``--jobs``, so that the last member left running alone is a short one."""
+        grid = self.grid()
+        return sorted(range(len(grid)), key=lambda i: (-grid[i][2], -(grid[i][0] or 0)))
 
 
 @dataclass
@@ -88,6 +97,14 @@ class Comparison:
     rows: list[dict[str, Any]]
     findings: list[str]
     files: dict[str, Path]
+
+
+def _check_jobs(jobs: int | None, world_size: int) -> None:
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: give at least 1")
+    if jobs is not None and jobs > 1 and world_size > 1:
+        raise ConfigError(f"--jobs {jobs} with --nproc {world_size}: choose one (members side "
+                          "by side, or each member on several processes)")
 
 
 def _check_plan(plan: ComparePlan) -> None:
@@ -115,7 +132,7 @@ def _check_plan(plan: ComparePlan) -> None:
 def compare(base: RunConfig, depths: list[int], *, seeds: int | list[int] = 1,
             train_sizes: list[int | None] | None = None, name: str | None = None,
             test_on: str = "best", progress: bool | None = None,
-            world_size: int = 1, dense: bool = False) -> Comparison:
+            world_size: int = 1, dense: bool = False, jobs: int | None = None) -> Comparison:
     """Train plain and residual nets at ``depths`` with the recipe ``base``; write the report.
 
     ``dense=True`` is the dense-block sweep for tables: ``depths`` are ``num_blocks`` of
@@ -123,6 +140,10 @@ def compare(base: RunConfig, depths: list[int], *, seeds: int | list[int] = 1,
 
     ``world_size`` > 1 trains each member data-parallel on that many local processes (see
     :func:`resnetlab.run.train`), so a comparison can use every core of a bigger machine.
+    ``jobs``: members trained at a time, each in its own process on ``cpu_count // jobs``
+    threads (None: two on a CPU with at least two cores, else one; see
+    :mod:`resnetlab.run.compare_jobs`).  A member's numbers can differ in the last digits
+    between thread counts (float sums in another order); each setting is deterministic.
 
     ``seeds``: a count (``base.train.seed``, +1, ...) or the seed values.  The comparison lives
     in ``base.runs_dir/name`` (default ``compare-<data>-<time>``); an existing ``name`` is an
@@ -134,6 +155,7 @@ def compare(base: RunConfig, depths: list[int], *, seeds: int | list[int] = 1,
     sizes = list(train_sizes or [base.data.train_size])  # default: the recipe's own
     plan = ComparePlan(list(depths), seed_list, sizes, test_on=test_on, dense=dense)
     _check_plan(plan)
+    _check_jobs(jobs, world_size)
     out_dir = Path(base.runs_dir) / (name or default_run_name("compare", base.data.name))
     if out_dir.exists():
         raise ConfigError(f"comparison {out_dir} already exists; continue it with "
@@ -141,13 +163,14 @@ def compare(base: RunConfig, depths: list[int], *, seeds: int | list[int] = 1,
     out_dir.mkdir(parents=True)
     spec = {"plan": plan.__dict__, "base": base.to_dict()}
     (out_dir / PLAN_FILE).write_text(yaml.safe_dump(spec, sort_keys=False))
-    return _execute(out_dir, plan, base, progress, world_size)
+    return _execute(out_dir, plan, base, progress, world_size, jobs)
 
 
 def resume_comparison(out_dir: str | os.PathLike, *, progress: bool | None = None,
-                      world_size: int = 1) -> Comparison:
+                      world_size: int = 1, jobs: int | None = None) -> Comparison:
     """Continue the comparison in ``out_dir``: finished members are kept as they are, a member
     cut off mid-run resumes from its last checkpoint, the rest are trained."""
+    _check_jobs(jobs, world_size)
     out_dir = Path(out_dir)
     plan_file = out_dir / PLAN_FILE
     if not plan_file.is_file():
@@ -158,30 +181,71 @@ def resume_comparison(out_dir: str | os.PathLike, *, progress: bool | None = Non
     except (yaml.YAMLError, KeyError, TypeError) as err:
         raise ConfigError(f"{plan_file}: not a comparison plan ({err})") from None
     _check_plan(plan)
-    return _execute(out_dir, plan, base, progress, world_size)
+    return _execute(out_dir, plan, base, progress, world_size, jobs)
 
 
 def _execute(out_dir: Path, plan: ComparePlan, base: RunConfig, progress: bool | None,
-             world_size: int = 1) -> Comparison:
-    """Train (or read back) every member in order, rewriting the report after each one, so an
-    interrupted comparison already shows what it has."""
-    runs, records = [], []
+             world_size: int = 1, jobs: int | None = None) -> Comparison:
+    """Train (or read back) every member, rewriting the report after each one, so an
+    interrupted comparison already shows what it has.  ``jobs``: members at a time (None:
+    :func:`~resnetlab.run.compare_jobs.auto_jobs`)."""
     configs = plan.members(base, out_dir / "runs")
+    if jobs is None:
+        jobs = auto_jobs(len(configs), world_size, base.train.device)
     with lock_run_dir(out_dir):
-        for i, cfg in enumerate(configs, 1):
-            say(f"[{i}/{len(configs)}] {cfg.name}")
-            run = _run_member(cfg, plan.test_on, progress, world_size)
-            runs.append(run)
-            records.append(member_record(run))
-            rows, findings, files = write_artefacts(out_dir, plan, records)
+        if jobs == 1:
+            return _one_at_a_time(out_dir, plan, configs, progress, world_size)
+        return _side_by_side(out_dir, plan, configs, jobs)
+
+
+def _one_at_a_time(out_dir: Path, plan: ComparePlan, configs: list[RunConfig],
+                   progress: bool | None, world_size: int) -> Comparison:
+    runs, records = [], []
+    for i, cfg in enumerate(configs, 1):
+        say(f"[{i}/{len(configs)}] {cfg.name}")
+        run = _run_member(cfg, plan.test_on, progress, world_size)
+        runs.append(run)
+        records.append(member_record(run))
+        rows, findings, files = write_artefacts(out_dir, plan, records)
     return Comparison(out_dir, runs, rows, findings, files)
+
+
+def _side_by_side(out_dir: Path, plan: ComparePlan, configs: list[RunConfig], jobs: int) -> Comparison:
+    """``jobs`` members at a time in worker processes, longest first; the report keeps the
+    plan's order whatever order they finish in."""
+    done: dict[int, tuple[Run, dict[str, Any]]] = {}
+
+    def report(i: int, run: Run) -> tuple:
+        done[i] = run, member_record(run)
+        return write_artefacts(out_dir, plan, [done[j][1] for j in sorted(done)])
+
+    finished = [i for i, cfg in enumerate(configs) if _finished(cfg)]
+    artefacts = None
+    for i in finished:
+        artefacts = report(i, _run_member(configs[i], plan.test_on, progress=False))
+    todo = [i for i in plan.longest_first() if i not in done]
+    jobs = min(jobs, len(todo)) or 1
+    say(f"{len(todo)} members to train, {jobs} at a time on {max(1, (os.cpu_count() or 1) // jobs)} "
+        "thread(s) each, longest first (--jobs 1: one at a time)")
+
+    def on_done(i: int, run_dir: Path) -> None:
+        nonlocal artefacts
+        artefacts = report(i, Run.open(run_dir))
+
+    train_in_workers(configs, todo, jobs, plan.test_on, on_done)
+    rows, findings, files = artefacts
+    return Comparison(out_dir, [done[i][0] for i in sorted(done)], rows, findings, files)
+
+
+def _finished(cfg: RunConfig) -> bool:
+    return (Path(cfg.runs_dir) / str(cfg.name) / "results.json").is_file()
 
 
 def _run_member(cfg: RunConfig, test_on: str, progress: bool | None, world_size: int = 1) -> Run:
     """A finished member is read back; one with a checkpoint resumes; one cut off before its
     first checkpoint holds nothing worth keeping and starts again."""
     path = Path(cfg.runs_dir) / str(cfg.name)
-    if (path / "results.json").is_file():
+    if _finished(cfg):
         found = Run.open(path)
         found.already_finished = True
         return found

@@ -196,7 +196,7 @@ def evaluate(source: Any, data: str | None = None, split: str = "test", tta: boo
         loaded.model.to(dev), tracked(relabelled or batches, f"eval {split}", progress),
         device=dev, dtype=resolve_dtype(precision, dev), num_classes=len(net_classes),
         tta=flip_tta if tta and len(bundle.input_shape) == 3 else None, channels_last=True,
-        task=task_of(loaded.data_meta or {}, len(net_classes), net_classes))
+        task=task_of(loaded.data_meta or {}, len(net_classes), net_classes), fold_bn=True)
     if result.num_samples == 0:
         raise ConfigError(f"--data {bundle.meta['name']} --split {split}: no samples of a class "
                           "the network knows")

@@ -39,7 +39,7 @@ def final_results(model: nn.Module, bundle: Any, cfg: RunConfig, fitted: FitResu
     result = evaluate(model, tracked(loader, f"final {split} evaluation", progress), device=device,
                       dtype=dtype, num_classes=bundle.num_classes, tta=tta,
                       channels_last=cfg.train.channels_last,
-                      task=task_of(bundle.meta, bundle.num_classes, bundle.classes))
+                      task=task_of(bundle.meta, bundle.num_classes, bundle.classes), fold_bn=True)
     last = fitted.history[-1] if fitted.history else {}
     row = ckpt.meta.get("metrics") or last  # the epoch these weights come from
     table = bundle.meta.get("kind") == "table"

@@ -1,0 +1,122 @@
+"""A time-budgeted run plans its length again from its own first steps (issue 25).
+
+The sample timed before a run misread a step by up to 25% on a quiet machine; the run's own
+steps do not.  The re-plan comes before any step that depends on the length, so the saved
+config (the final step count, the warm-up in steps) reruns the same run bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import safetensors.torch
+import torch
+
+from helpers import NUM_CLASSES, SeededLoader, blobs, loop_config, small_net
+from resnetlab.engine import fit
+from resnetlab.engine.budget import Calibration
+from resnetlab.engine.config import RunConfig
+from resnetlab.engine.plan import BudgetCheck, make_plan
+from resnetlab.engine.replan import RECHECK_MARGIN, RECHECK_TAIL_S, _steps_cost, plan_check, recheck
+from resnetlab.engine.schedules import lr_schedule
+from resnetlab.engine.task import Classification
+
+
+def _loader() -> SeededLoader:
+    x, y = blobs(512)
+    return SeededLoader(x, y, 8)  # 64 steps per epoch
+
+
+def _plan(cfg: RunConfig):
+    return make_plan(cfg, _loader(), task=Classification(NUM_CLASSES), has_val=True)
+
+
+def _check(**changes) -> BudgetCheck:
+    base = dict(budget_s=100.0, started=0.0, from_step=10, at_step=40, size_step_s=((None, 0.1),),
+                eval_image_s=0.001, val_images=100, final_images=200, cap=5000)
+    return BudgetCheck(**{**base, **changes})
+
+
+def test_steps_cost_counts_each_resize_phase():
+    # 30 steps in thirds of 10; from step 5: 5 steps of the first phase, then 10 of each other
+    assert _steps_cost(5, 30, [1.0, 2.0, 3.0]) == 5 * 1.0 + 10 * 2.0 + 10 * 3.0
+    assert _steps_cost(0, 10, [0.5]) == 5.0
+    assert _steps_cost(12, 30, [1.0, 2.0, 3.0]) == 8 * 2.0 + 10 * 3.0  # past the first phase
+
+
+def test_recheck_fills_what_is_left_of_the_budget_at_the_measured_rate():
+    plan = dataclasses.replace(_plan(loop_config(epochs=100)), budget_check=_check())
+    steps = recheck(plan, step_s=0.1, now=10.0)
+    left = 100 * (1 - RECHECK_MARGIN) - 10 - RECHECK_TAIL_S - 200 * 0.001
+
+    def cost(total):  # the steps left, and a validation pass + checkpoint per epoch
+        return (total - 40) * 0.1 + -(-total // 64) * (100 * 0.001 + 0.5)
+
+    assert cost(steps) <= left < cost(steps + 1)
+    assert recheck(plan, step_s=0.2, now=10.0) < steps  # a slower machine: fewer steps
+    assert recheck(plan, step_s=0.1, now=30.0) < steps  # more of the budget already spent
+    assert recheck(plan, step_s=1e-5, now=10.0) == 5000  # never more than the epochs asked for
+    assert recheck(plan, step_s=10.0, now=90.0) == 41  # at least the steps already trained + 1
+
+
+def test_recheck_replaces_the_first_size_sample_only():
+    cfg = loop_config(epochs=100)
+    cfg.data.progressive_sizes = [4, 6]
+    plan = dataclasses.replace(_plan(cfg), budget_check=_check(size_step_s=((4, 0.05), (6, 0.1))))
+    # the first size ran 2x slower than sampled: that size is taken at the run's rate, the
+    # second keeps its sample (one noisy sample must not scale every other one)
+    same = dataclasses.replace(plan, budget_check=_check(size_step_s=((4, 0.1), (6, 0.1))))
+    assert recheck(plan, step_s=0.1, now=10.0) == recheck(same, step_s=0.1, now=10.0)
+    assert recheck(plan, step_s=0.1, now=10.0) < recheck(plan, step_s=0.05, now=10.0)
+
+
+def test_the_check_comes_before_the_warm_up_the_first_resize_and_the_first_epoch_end():
+    cfg = loop_config(epochs=12)
+    cfg.schedule.warmup_frac, cfg.data.progressive_sizes = 0.15, [4, 5, 6]
+    cal = Calibration(0.1, 0.001, 10, 1.0, size_step_s=((4, 0.05), (5, 0.07), (6, 0.1)))
+    plan = _plan(cfg).with_steps(700)
+    check = plan_check(plan, cal, budget_s=300, started=0.0, val_images=100, final_images=200, cap=768)
+    warmup = round(0.15 * 700)
+    assert check is not None and check.from_step < check.at_step < min(warmup, 700 // 3, 64)
+    assert check.at_step - check.from_step >= 20
+    cfg.schedule.warmup_frac = 0.0  # no warm-up: the first step's rate depends on the length
+    assert plan_check(_plan(cfg).with_steps(700), cal, budget_s=300, started=0.0,
+                      val_images=100, final_images=200, cap=768) is None
+
+
+def test_a_replanned_run_saves_its_new_length_and_reruns_bit_for_bit(tmp_path, monkeypatch, capsys):
+    cfg = loop_config(epochs=3)
+    cfg.schedule.name, cfg.schedule.warmup_frac = "onecycle", 0.3
+    plan = _plan(cfg).with_steps(150, warmup_steps=45, check=_check(cap=192))
+    monkeypatch.setattr("resnetlab.engine.loop.recheck", lambda plan, step_s, now: 170)
+    val = [blobs(64, seed=1)]
+    first_model = small_net()
+    first = fit(first_model, _loader(), val, plan, tmp_path / "first", num_classes=NUM_CLASSES,
+                progress=False)
+    assert first.steps == 170
+    assert "re-planned from this run's steps 10-40" in capsys.readouterr().err
+    saved = RunConfig.from_yaml(tmp_path / "first" / "config.yaml")
+    assert saved.train.steps == 170 and saved.train.epochs == 3
+    assert saved.schedule.warmup_frac == 0.0 and round(saved.schedule.warmup_epochs * 64) == 45
+    # the first 40 steps had the same rates under 150 steps as they have under 170
+    before, after = (lr_schedule(saved.schedule, cfg.optim.lr, n, 64) for n in (150, 170))
+    assert [before(t) for t in range(41)] == [after(t) for t in range(41)]
+
+    second = fit(small_net(), _loader(), val, saved, tmp_path / "second", num_classes=NUM_CLASSES,
+                 progress=False)
+    assert second.steps == 170
+    a, b = (safetensors.torch.load_file(r.last_checkpoint / "model.safetensors") for r in (first, second))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_real_recheck_runs_inside_fit(tmp_path, capsys):
+    # no stub: the run's own steps are timed; an hour's budget fits every step asked for
+    cfg = loop_config(epochs=3)
+    cfg.schedule.name, cfg.schedule.warmup_frac = "onecycle", 0.3
+    check = _check(budget_s=3600.0, started=time.perf_counter(), cap=192)
+    plan = _plan(cfg).with_steps(150, warmup_steps=45, check=check)
+    result = fit(small_net(), _loader(), [blobs(64, seed=1)], plan, tmp_path / "r",
+                 num_classes=NUM_CLASSES, progress=False)
+    assert result.steps == 192
+    assert "150 -> 192 steps" in capsys.readouterr().err
