@@ -28,6 +28,7 @@ from typing import Any
 
 from resnetlab.engine.config import RunConfig
 from resnetlab.run.experiment import Interrupted
+from resnetlab.utils.device import threads_per_process
 from resnetlab.utils.errors import ConfigError, UserError
 
 __all__ = ["auto_jobs", "train_in_workers"]
@@ -58,7 +59,7 @@ def train_in_workers(configs: Sequence[RunConfig], order: Sequence[int], jobs: i
         todo.put((i, f"[{position}/{len(order)}] {configs[i].name}", configs[i].to_dict()))
     for _ in range(jobs):
         todo.put(None)  # one stop sign per worker
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads_per_process(jobs)
     workers = [ctx.Process(target=_worker, args=(todo, results, test_on, threads, os.getpid()),
                                daemon=False)
                for _ in range(jobs)]

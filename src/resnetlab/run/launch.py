@@ -20,6 +20,7 @@ from typing import Any
 
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.rundir import default_run_name
+from resnetlab.utils.device import threads_per_process
 from resnetlab.utils.errors import ConfigError, UserError
 
 __all__ = ["DistributedRunFailed", "launch", "torchrun_command"]
@@ -64,7 +65,7 @@ def launch(cfg: RunConfig | None, world_size: int, *, resume_dir: Path | None = 
     (torchrun forwards it) and raises ``KeyboardInterrupt``."""
     _check(world_size, max_restarts)
     # Each rank gets its share of the cores (torchrun would give each rank one thread).
-    threads = max(1, (os.cpu_count() or 1) // world_size)
+    threads = threads_per_process(world_size)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
     flag = {None: "auto", True: "yes", False: "no"}[progress]
     with tempfile.TemporaryDirectory(prefix="resnetlab-launch-") as tmp:

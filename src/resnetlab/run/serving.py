@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from resnetlab.utils.device import threads_per_process
 from resnetlab.utils.errors import ConfigError
 from resnetlab.utils.notices import say
 
@@ -179,7 +180,7 @@ def app_from_env() -> Any:
     """uvicorn's factory in each worker process (``--workers N``): the configuration comes in
     the environment, and the CPU's threads are shared out between the workers."""
     cfg = ServeConfig(**json.loads(os.environ[_ENV]))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.workers))
+    torch.set_num_threads(threads_per_process(cfg.workers))
     return build_app(cfg)
 
 

@@ -32,6 +32,7 @@ import yaml
 from resnetlab.engine.config import METRICS, RunConfig, apply_overrides
 from resnetlab.engine.rundir import RunLockedError
 from resnetlab.run.experiment import resume, train
+from resnetlab.utils.device import threads_per_process
 from resnetlab.utils.errors import ConfigError, UserError
 from resnetlab.utils.notices import say
 
@@ -269,7 +270,7 @@ def _worker_main(plan: SweepPlan, index: int, lock: Any = None) -> None:
     """A ``--workers`` process: its share of the cores, then :func:`work`."""
     import torch
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, plan.extra.get("workers", 1))))
+    torch.set_num_threads(threads_per_process(plan.extra.get("workers", 1)))
     try:
         work(plan, seed_offset=index, lock=lock)
     except UserError as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from pathlib import Path
 
@@ -88,6 +89,13 @@ def autocast(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def threads_per_process(processes: int) -> int:
+    """This machine's cores shared out between ``processes`` local processes (at least one
+    thread each): what each sweep worker, serving worker, torchrun rank or ``compare --jobs``
+    member gets, so that together they do not oversubscribe the CPU."""
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
 
 
 def cpu_model() -> str:
