@@ -227,6 +227,13 @@ def test_a_killed_parallel_comparison_leaves_no_member_training(folder, tmp_path
     assert all(m.results for m in result.members) and len(result.rows) == 4
 
 
+def test_resuming_a_finished_comparison_side_by_side_reads_every_member_back(tiny):
+    result, runs = tiny
+    again = run.resume_comparison(runs / "c", progress=False, jobs=2)
+    assert [m.run_dir for m in again.members] == [m.run_dir for m in result.members]
+    assert all(m.already_finished for m in again.members) and again.rows == result.rows
+
+
 def test_jobs_is_checked_once(folder, tmp_path, capsys):
     code, _, err = cli(capsys, "compare", "--depths", "20", "--data", f"folder:{folder}",
                        "--runs-dir", tmp_path, "--jobs", "0", *TINY)

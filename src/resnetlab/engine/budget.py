@@ -25,6 +25,7 @@ from torch import nn
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.loop import train_batch
 from resnetlab.engine.plan import RunPlan, make_plan
+from resnetlab.engine.replan import EPOCH_S
 from resnetlab.engine.runtime import global_flags, restore_flags, to_device
 from resnetlab.engine.session import epoch_batches, open_session
 from resnetlab.engine.task import Classification
@@ -174,7 +175,7 @@ def _time_eval(s, batch: torch.Tensor) -> float:
 
 def plan_steps(budget_s: float, spent_s: float, cal: Calibration, *, per_epoch: int,
                val_images: int, final_images: int, fixed_s: float = 4.0,
-               epoch_s: float = 0.5, margin: float = 0.07) -> int:
+               epoch_s: float = EPOCH_S, margin: float = 0.07) -> int:
     """Optimiser steps that fit in ``budget_s`` wall seconds after ``spent_s`` already spent.
 
     The rest of the run costs, besides training steps: one validation pass of ``val_images``
@@ -196,4 +197,3 @@ def plan_steps(budget_s: float, spent_s: float, cal: Calibration, *, per_epoch: 
         best = max(best, min(fits, epochs * per_epoch))
         epochs += 1
     return best
-

@@ -216,7 +216,7 @@ def train_epoch(s: TrainSession) -> dict[str, Any]:
 
 def _check_budget(s: TrainSession) -> None:
     """A time-budgeted run times its own steps ``from_step`` .. ``at_step`` and fixes its
-    length again from them (:func:`resnetlab.engine.budget.recheck`), before any step whose
+    length again from them (:func:`resnetlab.engine.replan.recheck`), before any step whose
     learning rate or input size depends on the length."""
     check, step = s.plan.budget_check, s.state.step
     if step == check.from_step:

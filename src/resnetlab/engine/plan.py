@@ -31,7 +31,7 @@ __all__ = ["RunPlan", "BudgetCheck", "make_plan", "steps_per_epoch", "planned_st
 
 @dataclass(frozen=True)
 class BudgetCheck:
-    """A time-budgeted run's second look at its own length (:func:`resnetlab.engine.budget.
+    """A time-budgeted run's second look at its own length (:func:`resnetlab.engine.replan.
     recheck`): the steps from ``from_step`` to ``at_step`` are timed as the run trains them,
     and the step count is planned again from that rate instead of the short sample taken
     before the run.  Both steps come before anything that depends on the length (the end of
@@ -39,8 +39,8 @@ class BudgetCheck:
     the final count trains exactly the same steps.
 
     ``started``: the ``time.perf_counter()`` reading the budget counts from; ``size_step_s``:
-    the sample's seconds per step at each input size (None: the data's own), whose ratios the
-    check keeps; ``eval_image_s``: the sample's seconds per evaluated image; ``val_images`` and
+    the sample's seconds per step at each input size (None: the data's own), of which the check
+    replaces the first size's with the run's own rate; ``eval_image_s``: the sample's seconds per evaluated image; ``val_images`` and
     ``final_images``: what each validation and the final evaluation (x TTA views) read;
     ``cap``: the most steps the run may take (its epochs).
     """

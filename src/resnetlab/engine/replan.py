@@ -29,6 +29,8 @@ __all__ = ["plan_check", "recheck", "RECHECK_MARGIN", "RECHECK_TAIL_S"]
 # results, the process's exit: 3-8 s on 2-core CPUs).
 RECHECK_MARGIN = 0.07
 RECHECK_TAIL_S = 8.0
+# Each epoch's checkpoint and log writes, in seconds (what plan_steps counts too).
+EPOCH_S = 0.5
 
 
 def plan_check(plan: RunPlan, cal: Calibration, *, budget_s: float, started: float,
@@ -72,7 +74,7 @@ def recheck(plan: RunPlan, step_s: float, now: float) -> int:
     per_step = [sampled[size] for size in sizes]
     left = (check.budget_s * (1.0 - RECHECK_MARGIN) - (now - check.started) - RECHECK_TAIL_S
             - check.final_images * check.eval_image_s)
-    per_epoch_s = check.val_images * check.eval_image_s + 0.5  # a validation pass and a checkpoint
+    per_epoch_s = check.val_images * check.eval_image_s + EPOCH_S  # a validation pass and a checkpoint
     lowest = check.at_step * len(sizes) + 1
     for total in range(check.cap, lowest, -1):
         epochs = -(-total // plan.steps_per_epoch)

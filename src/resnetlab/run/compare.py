@@ -33,6 +33,7 @@ from resnetlab.models import list_models
 from resnetlab.run.compare_jobs import auto_jobs, train_in_workers
 from resnetlab.run.compare_results import DENSE_MODELS, FAMILIES, member_record, write_artefacts
 from resnetlab.run.experiment import TEST_ON, Run, resume, train
+from resnetlab.utils.device import threads_per_process
 from resnetlab.utils.errors import ConfigError
 from resnetlab.utils.notices import say
 
@@ -100,9 +101,11 @@ class Comparison:
 
 
 def _check_jobs(jobs: int | None, world_size: int) -> None:
-    if jobs is not None and jobs < 1:
+    if jobs is None:  # auto_jobs decides, and never mixes the two
+        return
+    if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: give at least 1")
-    if jobs is not None and jobs > 1 and world_size > 1:
+    if jobs > 1 and world_size > 1:
         raise ConfigError(f"--jobs {jobs} with --nproc {world_size}: choose one (members side "
                           "by side, or each member on several processes)")
 
@@ -224,15 +227,16 @@ def _side_by_side(out_dir: Path, plan: ComparePlan, configs: list[RunConfig], jo
     for i in finished:
         artefacts = report(i, _run_member(configs[i], plan.test_on, progress=False))
     todo = [i for i in plan.longest_first() if i not in done]
-    jobs = min(jobs, len(todo)) or 1
-    say(f"{len(todo)} members to train, {jobs} at a time on {max(1, (os.cpu_count() or 1) // jobs)} "
-        "thread(s) each, longest first (--jobs 1: one at a time)")
 
     def on_done(i: int, run_dir: Path) -> None:
         nonlocal artefacts
         artefacts = report(i, Run.open(run_dir))
 
-    train_in_workers(configs, todo, jobs, plan.test_on, on_done)
+    if todo:  # none left when a finished comparison is resumed: no workers to start
+        jobs = min(jobs, len(todo))
+        say(f"{len(todo)} members to train, {jobs} at a time on {threads_per_process(jobs)} "
+            "thread(s) each, longest first (--jobs 1: one at a time)")
+        train_in_workers(configs, todo, jobs, plan.test_on, on_done)
     rows, findings, files = artefacts
     return Comparison(out_dir, [done[i][0] for i in sorted(done)], rows, findings, files)
 
