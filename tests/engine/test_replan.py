@@ -60,14 +60,15 @@ def test_recheck_fills_what_is_left_of_the_budget_at_the_measured_rate():
     assert recheck(plan, step_s=10.0, now=90.0) == 41  # at least the steps already trained + 1
 
 
-def test_recheck_replaces_the_first_size_sample_only():
+def test_recheck_scales_every_sample_by_the_runs_own_rate():
     cfg = loop_config(epochs=100)
     cfg.data.progressive_sizes = [4, 6]
     plan = dataclasses.replace(_plan(cfg), budget_check=_check(size_step_s=((4, 0.05), (6, 0.1))))
-    # the first size ran 2x slower than sampled: that size is taken at the run's rate, the
-    # second keeps its sample (one noisy sample must not scale every other one)
-    same = dataclasses.replace(plan, budget_check=_check(size_step_s=((4, 0.1), (6, 0.1))))
-    assert recheck(plan, step_s=0.1, now=10.0) == recheck(same, step_s=0.1, now=10.0)
+    # the run trains its first size 2x slower than sampled: the machine is 2x slower now, for
+    # the second size and the evaluation too
+    slower = dataclasses.replace(plan, budget_check=_check(size_step_s=((4, 0.1), (6, 0.2)),
+                                                           eval_image_s=0.002))
+    assert recheck(plan, step_s=0.1, now=10.0) == recheck(slower, step_s=0.1, now=10.0)
     assert recheck(plan, step_s=0.1, now=10.0) < recheck(plan, step_s=0.05, now=10.0)
 
 

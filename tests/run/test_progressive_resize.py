@@ -3,6 +3,8 @@ trains small then full size while evaluating at full size, the budget's timing, 
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 
@@ -46,13 +48,38 @@ def test_fit_trains_at_the_phase_sizes_and_evaluates_at_full_size(tmp_path):
 
 
 def test_budget_weights_each_size_by_its_phases(monkeypatch):
-    timed = {4: (1.0, 0.5), 6: (2.0, 0.25)}
-    monkeypatch.setattr(engine_budget, "_time_steps",
-                        lambda s, steps, warmup, size, deadline=None: (*timed[size], steps))
+    timed = {4: 1.0, 6: 2.0}
+    monkeypatch.setattr(engine_budget, "_time_sizes",
+                        lambda s, sizes, steps, warmup, deadline=None: ({k: timed[k] for k in sizes}, 0.75, 20))
     step_s, startup_s, measured, by_size = engine_budget._time_schedule(None, [4, 4, 6], 10, 2)
     assert step_s == pytest.approx(4 / 3) and startup_s == pytest.approx(0.75)
-    assert measured == 20  # two distinct sizes, 10 timed steps each
-    assert by_size == ((4, 1.0), (6, 2.0))  # what the run's re-plan keeps for the later sizes
+    assert measured == 20
+    assert by_size == ((4, 1.0), (6, 2.0))  # what the run's re-plan scales for the later sizes
+
+
+def _fake_session(n: int = 64):
+    x, y = torch.zeros(n, 1, 8, 8), torch.zeros(n, dtype=torch.long)
+    loader = [(x[i:i + 4], y[i:i + 4]) for i in range(0, n, 4)]
+    return types.SimpleNamespace(train_loader=loader, state=types.SimpleNamespace(step=0),
+                                 recorder=types.SimpleNamespace(drain=lambda: []))
+
+
+def test_budget_times_the_sizes_in_turn(monkeypatch):
+    # a fake clock: 28 px steps cost 2x the 20 px ones, and the machine is 3x slower for the
+    # middle rounds; timed in turn, every size sees the slow rounds alike
+    clock, order = {"now": 0.0}, []
+
+    def step(s, x, y, size):
+        order.append(size)
+        rounds = (len(order) - 5) // 2  # 2 warm-up steps per size come first
+        clock["now"] += (1.0 if size == 20 else 2.0) * (3.0 if 2 <= rounds < 5 else 1.0)
+
+    monkeypatch.setattr(engine_budget, "train_batch", step)
+    monkeypatch.setattr(engine_budget, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    by_size, extra, measured = engine_budget._time_sizes(_fake_session(), [20, 28], 8, 2)
+    assert order == [20, 20, 28, 28] + [20, 28] * 8  # warm-ups, then one step of each in turn
+    assert measured == 16 and by_size[28] / by_size[20] == pytest.approx(2.0)
+    assert extra == pytest.approx(0.0)  # these warm-ups cost what a timed step does
 
 
 @pytest.fixture(scope="module")

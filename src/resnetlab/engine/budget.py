@@ -61,9 +61,10 @@ CALIBRATION_SHARE = 0.1
 def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor | None,
               plan: RunPlan | RunConfig, *, steps: int = 10, warmup: int = 4,
               budget_s: float | None = None) -> Calibration:
-    """Time ``steps`` training steps (after ``warmup`` untimed ones, which create the oneDNN
-    primitives and caches) and two forward passes of ``eval_batch``, on a copy of ``model``
-    with the run's optimiser, precision and memory layout.  ``model`` is left untouched.
+    """Time ``steps`` training steps at each input size of the run (after ``warmup`` untimed
+    ones per size, which create the oneDNN primitives and caches; the sizes in turn, see
+    :func:`_time_sizes`) and two forward passes of ``eval_batch``, on a copy of ``model`` with
+    the run's optimiser, precision and memory layout.  ``model`` is left untouched.
 
     With ``budget_s``, timing stops once it has used ``CALIBRATION_SHARE`` of the budget (the
     warm-up half of that), keeping at least one warm-up and two timed steps per input size.
@@ -89,60 +90,63 @@ def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor
 
 def _time_schedule(s, sizes: list[int], steps: int, warmup: int,
                    deadline: float | None = None) -> tuple[float, float, int, tuple]:
-    """Seconds per step averaged over a progressive-resizing schedule (each distinct size timed
-    on its own, weighted by its share of the phases), the warm-ups' extra seconds, the number
-    of timed steps, and ``(size, seconds per step)`` for each size."""
-    if not sizes:
-        step_s, extra, n = _time_steps(s, steps, warmup, None, deadline)
-        return step_s, extra, n, ((None, step_s),)
-    distinct = sorted(set(sizes))
-    timed = {}
-    for k, size in enumerate(distinct):  # each size gets its share of what time is left
-        share = None if deadline is None else (
-            time.perf_counter() + (deadline - time.perf_counter()) / (len(distinct) - k))
-        timed[size] = _time_steps(s, steps, warmup, size, share)
-    step_s = sum(timed[size][0] for size in sizes) / len(sizes)
-    return (step_s, sum(extra for _, extra, _ in timed.values()),
-            sum(n for _, _, n in timed.values()), tuple((size, timed[size][0]) for size in distinct))
+    """Seconds per step averaged over a progressive-resizing schedule (each distinct size
+    weighted by its share of the phases), the warm-ups' extra seconds, the number of timed
+    steps, and ``(size, seconds per step)`` for each size (``((None, step_s),)`` without
+    resizing)."""
+    phases = list(sizes) or [None]
+    by_size, extra, timed = _time_sizes(s, sorted(set(sizes)) or [None], steps, warmup, deadline)
+    step_s = sum(by_size[size] for size in phases) / len(phases)
+    return step_s, extra, timed, tuple(by_size.items())
 
 
 def _late(deadline: float | None) -> bool:
     return deadline is not None and time.perf_counter() > deadline
 
 
-def _time_steps(s, steps: int, warmup: int, size: int | None,
-                deadline: float | None = None) -> tuple[float, float, int]:
-    """Seconds per step over up to ``steps`` steps after up to ``warmup`` (small data sets
-    wrap around), at input ``size`` (None: the data's own); what the warm-up steps took beyond
-    as many timed steps (the first steps at a size create its oneDNN primitives); and how many
-    steps were timed.  Past half of ``deadline``'s time the warm-up ends; past ``deadline``,
-    the timing (after at least two steps)."""
-    batches = _batches(s.train_loader, warmup + steps)
+def _time_sizes(s, sizes: list[int | None], steps: int, warmup: int,
+                deadline: float | None = None) -> tuple[dict, float, int]:
+    """Seconds per step at each input size in ``sizes`` (None: the data's own), over up to
+    ``steps`` rounds that train one step at each size in turn, after up to ``warmup`` untimed
+    steps per size (a size's first steps create its oneDNN primitives); what the warm-ups took
+    beyond as many timed steps; and how many steps were timed.  Past half of ``deadline``'s
+    time a size's warm-up ends after one step; past ``deadline``, the timing (after at least
+    two rounds).
+
+    In turn, not one size after the other: timed in blocks, one 2-core AVX2 CPU read 20 px at
+    87-102 ms and 28 px at 178-204 ms in three calibrations (steady: 97 and 197 ms), the two
+    moving apart, so a slow or fast second lands on one size; in turn it lands on all alike,
+    and the re-plan's ratio of each size to the first holds (benchmarks/README.md, issue 25)."""
+    batches = _batches(s.train_loader, len(sizes) * (warmup + steps))
     first = time.perf_counter()
     half = None if deadline is None else first + (deadline - first) / 2
-    warmed = 0
-    for x, y in itertools.islice(batches, warmup):
-        train_batch(s, x, y, size)
-        s.state.step += 1
-        warmed += 1
-        if _late(half):
-            break
+    warmed = dict.fromkeys(sizes, 0)
+    for size in sizes:
+        for x, y in itertools.islice(batches, warmup):
+            train_batch(s, x, y, size)
+            s.state.step += 1
+            warmed[size] += 1
+            if _late(half):
+                break
     s.recorder.drain()  # one host sync: the warm-up steps have finished
     start = last = time.perf_counter()
-    times: list[float] = []
-    for x, y in batches:  # each step timed from the end of the one before (its batch included)
-        train_batch(s, x, y, size)
-        s.state.step += 1
-        s.recorder.drain()
-        now = time.perf_counter()
-        times.append(now - last)
-        last = now
-        if len(times) >= steps or (len(times) >= 2 and _late(deadline)):
+    times: dict = {size: [] for size in sizes}
+    for rounds in range(1, steps + 1):  # each step timed from the end of the one before
+        for size in sizes:
+            x, y = next(batches)
+            train_batch(s, x, y, size)
+            s.state.step += 1
+            s.recorder.drain()
+            now = time.perf_counter()
+            times[size].append(now - last)
+            last = now
+        if rounds >= 2 and _late(deadline):
             break
     # the median: one step slowed by the host (seen: 165 ms against a true 137 ms on a quiet
     # machine) must not cut a 5-minute plan by 15%; the plan's margin covers the usual tail
-    step_s = statistics.median(times) if times else 0.0
-    return step_s, max(start - first - warmed * step_s, 0.0), len(times)
+    by_size = {size: statistics.median(times[size]) for size in sizes}
+    extra = start - first - sum(warmed[size] * by_size[size] for size in sizes)
+    return by_size, max(extra, 0.0), sum(len(t) for t in times.values())
 
 
 def _batches(loader: Iterable, n: int) -> Iterator:

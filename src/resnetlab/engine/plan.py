@@ -39,8 +39,9 @@ class BudgetCheck:
     the final count trains exactly the same steps.
 
     ``started``: the ``time.perf_counter()`` reading the budget counts from; ``size_step_s``:
-    the sample's seconds per step at each input size (None: the data's own), of which the check
-    replaces the first size's with the run's own rate; ``eval_image_s``: the sample's seconds per evaluated image; ``val_images`` and
+    the sample's seconds per step at each input size (None: the data's own), which the check
+    scales, with ``eval_image_s`` (the sample's seconds per evaluated image), by the run's own
+    rate at the first size against the sample's; ``val_images`` and
     ``final_images``: what each validation and the final evaluation (x TTA views) read;
     ``cap``: the most steps the run may take (its epochs).
     """

@@ -21,9 +21,8 @@ if TYPE_CHECKING:  # budget imports the loop, which imports this module
 __all__ = ["plan_check", "recheck", "RECHECK_MARGIN", "RECHECK_TAIL_S"]
 
 
-# What the re-plan keeps back.  The first size's rate is the run's own, but the later sizes
-# (two thirds of the steps, most of the time) are still the sample's, which read 28 px at
-# 178-204 ms against a steady 197 ms: with 3% kept back an AVX2 run whose later sizes were
+# What the re-plan keeps back.  The later sizes (two thirds of the steps, most of the time)
+# are still estimated from the sample: with 3% kept back, an AVX2 run whose later sizes were
 # sampled fast ended at 310 s of 300 (benchmarks/README.md).  So it keeps the first plan's 7%,
 # and RECHECK_TAIL_S for what follows the final evaluation (the best weights loaded, plots,
 # results, the process's exit: 3-8 s on 2-core CPUs).
@@ -61,20 +60,23 @@ def recheck(plan: RunPlan, step_s: float, now: float) -> int:
     """The steps that fit the budget of ``plan.budget_check``, at ``now``
     (``time.perf_counter()``), its ``at_step`` steps trained at ``step_s`` seconds each.
 
-    The run's own rate replaces the sample's for the first input size only; the other sizes
-    and the evaluation keep the sample's.  Scaling them by the first size's ratio to its
-    sample carried that one sample's error into all of them: on AVX2 the in-run 20 px step
-    was 101-104 ms in three runs, the sampled one 87-102 ms, and the re-plans spread from 1567
-    to 1846 steps (``benchmarks/README.md``).  At least enough steps to keep the steps trained
-    so far in the first resize phase."""
+    The run's own rate at the first input size, against the sample's, says how fast this
+    machine trains now (the loop's own per-step work included); every size's sample and the
+    evaluation's are scaled by it.  That holds because the sample times the sizes in turn
+    (:func:`resnetlab.engine.budget.calibrate`), so their ratios hold; timed one size after
+    the other, the ratio was off by up to 15% and one size's error reached every other
+    (AVX2 plans from 1567 to 1846 steps, ``benchmarks/README.md``).  At least enough steps to
+    keep the steps trained so far in the first resize phase."""
     check = plan.budget_check
     assert check is not None, "recheck needs a plan with a budget_check"
     sizes = list(plan.config.data.progressive_sizes) or [None]
-    sampled = {**dict(check.size_step_s), sizes[0]: step_s}
-    per_step = [sampled[size] for size in sizes]
+    sampled = dict(check.size_step_s)
+    speed = step_s / sampled[sizes[0]] if sampled.get(sizes[0]) else 1.0
+    per_step = [sampled.get(size, step_s) * speed for size in sizes]
+    eval_image_s = check.eval_image_s * speed
     left = (check.budget_s * (1.0 - RECHECK_MARGIN) - (now - check.started) - RECHECK_TAIL_S
-            - check.final_images * check.eval_image_s)
-    per_epoch_s = check.val_images * check.eval_image_s + EPOCH_S  # a validation pass and a checkpoint
+            - check.final_images * eval_image_s)
+    per_epoch_s = check.val_images * eval_image_s + EPOCH_S  # a validation pass and a checkpoint
     lowest = check.at_step * len(sizes) + 1
     for total in range(check.cap, lowest, -1):
         epochs = -(-total // plan.steps_per_epoch)
