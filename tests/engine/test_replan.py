@@ -58,6 +58,9 @@ def test_recheck_fills_what_is_left_of_the_budget_at_the_measured_rate():
     assert recheck(plan, step_s=0.1, now=30.0) < steps  # more of the budget already spent
     assert recheck(plan, step_s=1e-5, now=10.0) == 5000  # never more than the epochs asked for
     assert recheck(plan, step_s=10.0, now=90.0) == 41  # at least the steps already trained + 1
+    # a calibration without per-size samples: the run's own rate, the evaluation as sampled
+    unsampled = dataclasses.replace(plan, budget_check=_check(size_step_s=()))
+    assert recheck(unsampled, step_s=0.1, now=10.0) == steps
 
 
 def test_recheck_scales_every_sample_by_the_runs_own_rate():

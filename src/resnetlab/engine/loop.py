@@ -231,9 +231,9 @@ def _check_budget(s: TrainSession) -> None:
         s.adopt(s.plan.with_steps(steps))
         if s.main:
             s.cfg.to_yaml(s.run_dir / "config.yaml")
-            s.display.notice(f"time budget, re-planned from this run's steps {check.from_step}-{check.at_step} "
-                f"({1000 * step_s:.0f} ms each): {before} -> {steps} steps "
-                f"({steps / s.steps_per_epoch:.1f} epochs)")
+            s.display.notice(f"time budget, re-planned from this run's steps "
+                             f"{check.from_step}-{check.at_step} ({1000 * step_s:.0f} ms each): "
+                             f"{before} -> {steps} steps ({steps / s.steps_per_epoch:.1f} epochs)")
 
 
 def train_batch(s: TrainSession, x: torch.Tensor, y: torch.Tensor, size: int | None) -> None:

@@ -71,8 +71,11 @@ def recheck(plan: RunPlan, step_s: float, now: float) -> int:
     assert check is not None, "recheck needs a plan with a budget_check"
     sizes = list(plan.config.data.progressive_sizes) or [None]
     sampled = dict(check.size_step_s)
-    speed = step_s / sampled[sizes[0]] if sampled.get(sizes[0]) else 1.0
-    per_step = [sampled.get(size, step_s) * speed for size in sizes]
+    if sizes[0] in sampled:  # how fast this machine trains now, against the sample
+        speed = step_s / sampled[sizes[0]]
+        per_step = [sampled[size] * speed for size in sizes]
+    else:  # a calibration without per-size samples: every size at the run's own rate
+        speed, per_step = 1.0, [step_s] * len(sizes)
     eval_image_s = check.eval_image_s * speed
     left = (check.budget_s * (1.0 - RECHECK_MARGIN) - (now - check.started) - RECHECK_TAIL_S
             - check.final_images * eval_image_s)

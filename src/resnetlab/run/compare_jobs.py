@@ -61,7 +61,7 @@ def train_in_workers(configs: Sequence[RunConfig], order: Sequence[int], jobs: i
         todo.put(None)  # one stop sign per worker
     threads = threads_per_process(jobs)
     workers = [ctx.Process(target=_worker, args=(todo, results, test_on, threads, os.getpid()),
-                               daemon=False)
+                           daemon=False)
                for _ in range(jobs)]
     for proc in workers:
         proc.start()
