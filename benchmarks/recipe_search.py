@@ -31,7 +31,7 @@ from pathlib import Path
 # The 5-minute AVX2 fp32 work (benchmarks/README.md row 19): 1700 steps of 128 images, the
 # first, second and last third at 20, 24 and 28 px.  Every variant below keeps that work
 # unless its name says otherwise, so the accuracies compare at equal cost.
-WORK = ["--precision", "fp32", "--progressive-sizes", "20,24,28", "--set", "train.steps=1700",
+WORK = ["--progressive-sizes", "20,24,28", "--set", "train.steps=1700",
         "--epochs", "4"]
 VARIANTS: dict[str, list[str]] = {
     "base": [],
@@ -57,11 +57,39 @@ VARIANTS: dict[str, list[str]] = {
     "full6ep": ["--set", "data.progressive_sizes=[]", "--set", "train.steps=null", "--epochs", "6"],
 }
 
+# Seconds per training step at each input size against 20 px on the AVX2 fp32 path, timed in
+# turn (benchmarks/README.md, issue 25): a 2-core Zen 4 read 97/132/197 ms at 20/24/28 px, a
+# 2-core Xeon 83/113/167 ms one day and 124/168/254 ms (16 px: 82 ms) the next.
+AVX2_STEP_COST = {16: 0.66, 20: 1.0, 24: 1.36, 28: 2.04}
+BASE_SIZES, BASE_STEPS = (20, 24, 28), 1700
+
+
+def equal_time(sizes: tuple[int, ...]) -> list[str]:
+    """Flags for a progressive-resizing schedule of ``sizes`` (equal phases) trained for as
+    many steps as the base work's AVX2 time buys at their costs: cheaper sizes, more steps."""
+    cost = sum(AVX2_STEP_COST[s] for s in BASE_SIZES) / len(BASE_SIZES) * BASE_STEPS
+    steps = int(cost / (sum(AVX2_STEP_COST[s] for s in sizes) / len(sizes)))
+    return ["--progressive-sizes", ",".join(map(str, sizes)), "--set", f"train.steps={steps}",
+            "--epochs", "6"]
+
+
+# third round: the same AVX2 seconds spent on more, cheaper steps (more of them at low size)
+for _sizes in [(20, 20, 24, 28), (20, 20, 28), (16, 20, 24, 28), (16, 20, 28), (16, 16, 20, 24, 28)]:
+    VARIANTS["t" + "-".join(map(str, _sizes))] = equal_time(_sizes)
+
+# fourth round: batch 64 (twice the updates per image) at the same AVX2 seconds; a batch of 64
+# costs 1.13x per image there (2-core Xeon capped, interleaved: 1.11-1.14x at 20-28 px)
+_B64_STEPS = int(BASE_STEPS * 2 / 1.13)
+for _lr in ("0.1", "0.14"):
+    VARIANTS[f"b64-lr{_lr}"] = ["--batch-size", "64", "--lr", _lr, "--set",
+                                f"train.steps={_B64_STEPS}", "--epochs", "4"]
+
 
 def _train(name: str, flags: list[str], seed: int, args: argparse.Namespace, root: Path) -> dict:
     """One (variant, seed) in its own process; returns the run's headline numbers."""
     run_dir = root / f"{name}-s{seed}"
-    cmd = [sys.executable, "-m", "resnetlab", "train", *WORK, *flags, "--seed", str(seed),
+    cmd = [sys.executable, "-m", "resnetlab", "train", *WORK, "--precision", args.precision,
+           *flags, "--seed", str(seed),
            "--device", args.device, "--runs-dir", str(root), "--name", run_dir.name, "--no-progress"]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
@@ -72,7 +100,7 @@ def _train(name: str, flags: list[str], seed: int, args: argparse.Namespace, roo
     if left <= 0:
         return {"variant": name, "seed": seed, "error": "not started: --time-limit reached"}
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=left,
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=None if left == float("inf") else left,
                               env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     except subprocess.TimeoutExpired:
         return {"variant": name, "seed": seed, "error": "cut off by --time-limit"}
@@ -108,6 +136,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32 (the AVX2 path's); bf16 screens faster on a CPU with AMX")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     parser.add_argument("--threads", type=int, default=2, help="OMP threads per run")
     parser.add_argument("--data-dir", default=None)

@@ -20,7 +20,8 @@ same as JSON with ``--out``.
 ``resnetlab train --seed N`` as a separate process per seed, one after the other, timed from
 start to exit (what ``make demo`` takes with the venv set up), with its test top-1, steps,
 validation curve and the load average at each start; then the mean and worst over the seeds
-and whether every run met ``--target`` (test top-1) inside ``--within`` seconds.  No textbook
+and whether the seeds met issue 25's bar: a mean test top-1 of at least ``--target``, the worst
+seed at least ``--worst``, and every process inside ``--within`` seconds.  No textbook
 arm.  ``--quick`` is a smoke run on a small subset (thresholds are
 usually "not reached" there; it checks the harness, not the speed).  Usage::
 
@@ -71,7 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
     p.add_argument("--process", default=None, metavar="SEEDS",
                    help="judge `resnetlab train --seed N` as whole processes, e.g. 0,1,2")
-    p.add_argument("--target", type=float, default=0.93, help="--process: test top-1 to reach")
+    p.add_argument("--target", type=float, default=0.93, help="--process: mean test top-1 to reach")
+    p.add_argument("--worst", type=float, default=0.928, help="--process: the worst seed's least test top-1")
     p.add_argument("--within", type=float, default=300.0, help="--process: seconds per process")
     return p.parse_args(argv)
 
@@ -241,10 +243,11 @@ def process_report(runs: list[dict], args) -> dict:
         print(f"{r['seed']:>4} {r['wall_s']:>9.1f} {r['test_top1']:>11.2%} {r['val_top1']:>10.2%} "
               f"{r['steps']:>6} {r['load_avg_1m'] or 0:>5.2f}")
     tops, walls = [r["test_top1"] for r in runs], [r["wall_s"] for r in runs]
-    met = all(t >= args.target for t in tops) and max(walls) <= args.within
-    print(f"test top-1 mean {statistics.fmean(tops):.2%}, worst {min(tops):.2%}; wall mean "
-          f"{statistics.fmean(walls):.1f} s, worst {max(walls):.1f} s; every run >= "
-          f"{args.target:.1%} inside {args.within:.0f} s: {'yes' if met else 'no'}")
+    mean = statistics.fmean(tops)
+    met = mean >= args.target and min(tops) >= args.worst and max(walls) <= args.within
+    print(f"test top-1 mean {mean:.2%}, worst {min(tops):.2%}; wall mean "
+          f"{statistics.fmean(walls):.1f} s, worst {max(walls):.1f} s; mean >= {args.target:.1%}, "
+          f"worst >= {args.worst:.1%}, every run inside {args.within:.0f} s: {'yes' if met else 'no'}")
     return {"process_runs": runs, "mean_top1": statistics.fmean(tops), "worst_top1": min(tops),
             "worst_wall_s": max(walls), "met": met, "environment": environment()}
 

@@ -44,11 +44,24 @@ def test_process_mode_judges_whole_runs_per_seed(tmp_path, capsys):
     report = load_bench().main(["--process", "0,1", "--quick", "--data", f"folder:{data}",
                                 "--train-size", "40", "--val-size", "8", "--device", "cpu",
                                 "--set", "train.precision=fp32", "--set", "data.batch_size=8",
-                                "--target", "0.0", "--within", "600", "--out", str(out)])
+                                "--target", "0.0", "--worst", "0.0", "--within", "600",
+                                "--out", str(out)])
     saved = json.loads(out.read_text())
     assert [r["seed"] for r in saved["process_runs"]] == [0, 1] and saved["met"] is True
     for r in saved["process_runs"]:
         assert r["wall_s"] > 0 and 0 <= r["test_top1"] <= 1 and r["steps"] == 5 and r["curve"]
         assert r["dtype"] == "float32"
     assert saved["worst_top1"] == min(r["test_top1"] for r in saved["process_runs"]) == report["worst_top1"]
-    assert "every run >= 0.0% inside 600 s: yes" in capsys.readouterr().out
+    assert "worst >= 0.0%, every run inside 600 s: yes" in capsys.readouterr().out
+
+
+def test_process_verdict_is_the_issues_bar():
+    """Met: mean >= --target, worst >= --worst, every process inside --within; each can fail."""
+    bench = load_bench()
+    runs = [{"seed": s, "wall_s": w, "test_top1": t, "val_top1": t, "steps": 1, "load_avg_1m": 0}
+            for s, (w, t) in enumerate([(280, 0.931), (290, 0.929), (270, 0.932)])]
+    args = bench.parse_args(["--process", "0,1,2"])
+    assert bench.process_report(runs, args)["met"] is True  # mean 93.07%, worst 92.9%
+    assert bench.process_report(runs, bench.parse_args(["--worst", "0.93"]))["met"] is False
+    assert bench.process_report(runs, bench.parse_args(["--target", "0.931"]))["met"] is False
+    assert bench.process_report(runs, bench.parse_args(["--within", "285"]))["met"] is False

@@ -17,8 +17,18 @@ from helpers import NUM_CLASSES, SeededLoader, blobs, loop_config, small_net
 from resnetlab.engine import fit
 from resnetlab.engine.budget import Calibration
 from resnetlab.engine.config import RunConfig
-from resnetlab.engine.plan import BudgetCheck, make_plan
-from resnetlab.engine.replan import RECHECK_MARGIN, RECHECK_TAIL_S, _steps_cost, plan_check, recheck
+from resnetlab.engine.plan import BudgetCheck, Deadline, make_plan
+from resnetlab.engine.replan import (
+    DEADLINE_EVERY,
+    DEADLINE_MARGIN,
+    DEADLINE_SETTLE,
+    RECHECK_MARGIN,
+    RECHECK_TAIL_S,
+    _steps_cost,
+    deadline_stop,
+    plan_check,
+    recheck,
+)
 from resnetlab.engine.schedules import lr_schedule
 from resnetlab.engine.task import Classification
 
@@ -124,3 +134,79 @@ def test_the_real_recheck_runs_inside_fit(tmp_path, capsys):
                  num_classes=NUM_CLASSES, progress=False)
     assert result.steps == 192
     assert "150 -> 192 steps" in capsys.readouterr().err
+
+
+def _deadline(**changes) -> Deadline:
+    base = dict(budget_s=100.0, started=0.0, size_step_s=((None, 0.1),), eval_image_s=0.001,
+                val_images=100, final_images=200)
+    return Deadline(**{**base, **changes})
+
+
+def test_deadline_keeps_a_run_on_pace_and_stops_a_slow_one_where_it_still_fits():
+    plan = dataclasses.replace(_plan(loop_config(epochs=10)).with_steps(600), deadline=_deadline())
+    # 600 steps at 0.1 s: 60 s of steps + 10 validations + the final evaluation fit in 100 s
+    assert deadline_stop(plan, None, step_s=0.1, now=5.0, step=50) == 600
+    # the machine is 2x slower now: stop at the last step that ends inside the budget
+    stop = deadline_stop(plan, None, step_s=0.2, now=5.0, step=50)
+    left = 100 * (1 - DEADLINE_MARGIN) - 5.0 - RECHECK_TAIL_S - 200 * 0.002
+
+    def cost(at):  # steps 50..at-1, and a validation + checkpoint per epoch reached (64 a epoch)
+        return (at - 50) * 0.2 + -(-at // 64) * (100 * 0.002 + 0.5)
+
+    assert 50 < stop < 600 and cost(stop) <= left < cost(stop + 1)
+    assert deadline_stop(plan, None, step_s=0.2, now=99.0, step=50) == 50  # nothing fits: now
+    # a run's own --max-steps is the latest it stops
+    capped = dataclasses.replace(plan, deadline=_deadline(max_steps=300))
+    assert deadline_stop(capped, None, step_s=0.1, now=5.0, step=50) == 300
+
+
+def test_deadline_scales_every_size_by_the_rate_of_the_one_training_now():
+    cfg = loop_config(epochs=10)
+    cfg.data.progressive_sizes = [4, 6]
+    sampled = _deadline(size_step_s=((4, 0.05), (6, 0.1)))
+    plan = dataclasses.replace(_plan(cfg).with_steps(600), deadline=sampled)
+    # the second size trains 2x slower than sampled: the rest of it, and the evaluation, too
+    slow = deadline_stop(plan, 6, step_s=0.2, now=40.0, step=350)
+    halved = dataclasses.replace(plan, deadline=_deadline(size_step_s=((4, 0.1), (6, 0.2)),
+                                                          eval_image_s=0.002))
+    assert slow == deadline_stop(halved, 6, step_s=0.2, now=40.0, step=350) < 600
+    assert deadline_stop(plan, 6, step_s=0.1, now=40.0, step=350) == 600
+
+
+def test_a_run_slower_than_its_plan_stops_early_and_reruns_bit_for_bit(tmp_path, monkeypatch, capsys):
+    cfg = loop_config(epochs=3)
+    cfg.schedule.name = "onecycle"
+    plan = dataclasses.replace(_plan(cfg).with_steps(192), deadline=_deadline())
+    looks = []
+
+    def slow_machine(plan, size, step_s, now, step):  # the deadline: stop at step 150
+        looks.append(step)
+        return 150
+
+    monkeypatch.setattr("resnetlab.engine.loop.deadline_stop", slow_machine)
+    val = [blobs(64, seed=1)]
+    first = fit(small_net(), _loader(), val, plan, tmp_path / "first", num_classes=NUM_CLASSES,
+                progress=False)
+    assert first.steps == 150 and first.history[-1]["step"] == 150  # validated where it stopped
+    # a window starts DEADLINE_SETTLE steps into an epoch (64 steps) and looks after
+    # DEADLINE_EVERY more, never across an epoch's end (its validation is not a step)
+    first_look = 1 + DEADLINE_SETTLE + DEADLINE_EVERY
+    assert looks == [first_look, 64 + first_look]
+    assert "stopping at step 150 of 192" in capsys.readouterr().err
+    saved = RunConfig.from_yaml(tmp_path / "first" / "config.yaml")
+    assert saved.train.max_steps == 150 and saved.train.steps == 192  # the schedule as planned
+    second = fit(small_net(), _loader(), val, saved, tmp_path / "second", num_classes=NUM_CLASSES,
+                 progress=False)
+    assert second.steps == 150
+    a, b = (safetensors.torch.load_file(r.last_checkpoint / "model.safetensors") for r in (first, second))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_real_deadline_keeps_every_step_of_a_run_on_pace(tmp_path, capsys):
+    cfg = loop_config(epochs=3)
+    hour = _deadline(budget_s=3600.0, started=time.perf_counter())
+    plan = dataclasses.replace(_plan(cfg).with_steps(192), deadline=hour)
+    result = fit(small_net(), _loader(), [blobs(64, seed=1)], plan, tmp_path / "r",
+                 num_classes=NUM_CLASSES, progress=False)
+    assert result.steps == 192 and "time budget" not in capsys.readouterr().err
+    assert RunConfig.from_yaml(tmp_path / "r" / "config.yaml").train.max_steps is None

@@ -229,7 +229,7 @@ class TrainConfig:
         None, flag="--time-budget",
         help="Wall time for the whole run, e.g. 5m or 90s: a few steps are timed first, then the epochs are trained if they fit, else as many steps as fit (saved in config.yaml); none: no budget. --epochs alone replaces the recipe's budget.",
         check=Check(_duration_ok, "must be a duration such as 5m, 90s or 300 (seconds)"))
-    max_steps: int | None = opt(None, flag="--max-steps", help="Stop after this many steps (smoke tests).", check=COUNT)
+    max_steps: int | None = opt(None, flag="--max-steps", help="Stop after this many steps (smoke tests; a time budget's deadline sets it).", check=COUNT)
     label_smoothing: float = opt(0.0, flag="--label-smoothing", help="Label smoothing.", check=UNIT_OPEN)
     ema_decay: float | None = opt(None, flag="--ema", help="Weight EMA decay per step, e.g. 0.999.",
                                   check=Check(_in(0, 1, lo_open=True, hi_open=True), "must be in (0, 1), e.g. 0.999"))

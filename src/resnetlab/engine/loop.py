@@ -25,7 +25,7 @@ from resnetlab.engine.clock import Clock
 from resnetlab.engine.config import RunConfig, validate
 from resnetlab.engine.metrics import EvalResult
 from resnetlab.engine.plan import RunPlan, make_plan
-from resnetlab.engine.replan import recheck
+from resnetlab.engine.replan import DEADLINE_EVERY, DEADLINE_SETTLE, deadline_stop, recheck
 from resnetlab.engine.runtime import (
     Runtime,
     global_flags,
@@ -195,12 +195,15 @@ def train_epoch(s: TrainSession) -> dict[str, Any]:
     s.display.set_position(st.epoch, st.step)
     batches = epoch_batches(s.train_loader, st.epoch, st.batch, s.steps_per_epoch,
                             s.rt.dist.rank, s.rt.dist.world_size)
+    s.deadline_mark = None  # the validation before this epoch is not a training step
     for x, y in batches:
         train_batch(s, x, y, s.input_size(st.step))
         st.batch += 1
         st.step += 1
         if s.plan.budget_check is not None:
             _check_budget(s)
+        elif s.plan.deadline is not None:
+            _watch_deadline(s)
         s.display.advance()
         if st.step % s.cfg.train.log_every == 0:
             _log_window(s)
@@ -234,6 +237,48 @@ def _check_budget(s: TrainSession) -> None:
             s.display.notice(f"time budget, re-planned from this run's steps "
                              f"{check.from_step}-{check.at_step} ({1000 * step_s:.0f} ms each): "
                              f"{before} -> {steps} steps ({steps / s.steps_per_epoch:.1f} epochs)")
+
+
+def _watch_deadline(s: TrainSession) -> None:
+    """A time-budgeted run times its steps in windows of ``DEADLINE_EVERY`` (each inside one
+    epoch and one input size, from ``DEADLINE_SETTLE`` steps in) and, when the machine has
+    slowed so far that the run would end past its budget, stops it early
+    (:func:`resnetlab.engine.replan.deadline_stop`; back to the planned end if it speeds up
+    again before that)."""
+    step, size = s.state.step, s.input_size(s.state.step - 1)
+    mark = s.deadline_mark
+    if mark is None or mark[2] != size:  # a new epoch or size: let its first steps pass
+        s.deadline_mark = (step + DEADLINE_SETTLE, None, size)
+    elif mark[1] is None:
+        if step >= mark[0]:
+            _drain(s)
+            s.deadline_mark = (step, time.perf_counter(), size)
+    elif step - mark[0] >= DEADLINE_EVERY:
+        _drain(s)
+        now = time.perf_counter()
+        step_s = (now - mark[1]) / (step - mark[0])
+        s.deadline_mark = (step, now, size)
+        stop = int(distributed.broadcast_object(deadline_stop(s.plan, size, step_s, now, step)))
+        if stop != s.total_steps:
+            _stop_at(s, stop, step_s, size)
+
+
+def _stop_at(s: TrainSession, stop: int, step_s: float, size: int | None) -> None:
+    """Train to ``stop`` from here (saved in ``config.yaml`` as ``train.max_steps``, so that
+    a rerun of it stops there too), and say why."""
+    deadline, end = s.plan.deadline, s.plan.schedule_steps
+    planned = min(end, deadline.max_steps or end)
+    s.adopt(s.plan.with_stop(stop if stop < planned else deadline.max_steps))
+    if s.main:
+        s.cfg.to_yaml(s.run_dir / "config.yaml")
+        at = f" at {size} px" if size else ""
+        if stop < planned:
+            s.display.notice(f"time budget: steps{at} now take {1000 * step_s:.0f} ms, slower than "
+                             f"planned; stopping at step {stop} of {end} to end inside the budget "
+                             "(the learning rate will not have decayed to its end)")
+        else:
+            s.display.notice(f"time budget: steps{at} at {1000 * step_s:.0f} ms, back on pace; "
+                             f"training to step {planned} as planned")
 
 
 def train_batch(s: TrainSession, x: torch.Tensor, y: torch.Tensor, size: int | None) -> None:

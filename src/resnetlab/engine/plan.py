@@ -26,7 +26,7 @@ from resnetlab.engine.task import Task
 from resnetlab.engine.tracker import pick_metric
 from resnetlab.utils.errors import ConfigError
 
-__all__ = ["RunPlan", "BudgetCheck", "make_plan", "steps_per_epoch", "planned_steps"]
+__all__ = ["RunPlan", "BudgetCheck", "Deadline", "make_plan", "steps_per_epoch", "planned_steps"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,25 @@ class BudgetCheck:
 
 
 @dataclass(frozen=True)
+class Deadline:
+    """A time-budgeted run's end, watched as it trains (:func:`resnetlab.engine.replan.
+    deadline_stop`): when the machine slows down so far after the plan that the run would end
+    past ``budget_s``, training stops at the last step that still ends inside it (as
+    ``train.max_steps``, saved in ``config.yaml``; the schedule stays as planned).  The fields
+    are :class:`BudgetCheck`'s; ``max_steps``: the run's own ``train.max_steps`` (None: none),
+    below which it never stops later.
+    """
+
+    budget_s: float
+    started: float
+    size_step_s: tuple[tuple[int | None, float], ...]
+    eval_image_s: float
+    val_images: int
+    final_images: int
+    max_steps: int | None = None
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """What one run will do, decided and checked: model, data, task, optimiser, schedule, budget.
 
@@ -80,6 +99,8 @@ class RunPlan:
     lr_scales: Mapping[str, float] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
     # a time-budgeted run's re-plan from its own first steps (None: its length is final)
     budget_check: BudgetCheck | None = None
+    # a time-budgeted run's end, watched to the last step (None: no budget)
+    deadline: Deadline | None = None
 
     def with_steps(self, steps: int, *, warmup_steps: int | None = None,
                    check: BudgetCheck | None = None) -> RunPlan:
@@ -97,6 +118,14 @@ class RunPlan:
         return dataclasses.replace(self, config=config, schedule_steps=steps,
                                    total_steps=min(steps, train.max_steps or steps),
                                    budget_check=check)
+
+    def with_stop(self, stop: int | None) -> RunPlan:
+        """This plan stopping at step ``stop`` (``train.max_steps``; None: at its schedule's
+        end), the schedule itself unchanged: what a time budget's deadline decides."""
+        train = dataclasses.replace(self.config.train, max_steps=stop)
+        config = copy.deepcopy(dataclasses.replace(self.config, train=train))
+        return dataclasses.replace(self, config=config,
+                                   total_steps=min(self.schedule_steps, stop or self.schedule_steps))
 
 
 def make_plan(cfg: RunConfig, train_loader: Iterable, *, task: Task, has_val: bool,

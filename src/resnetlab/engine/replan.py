@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from resnetlab.engine.plan import BudgetCheck, RunPlan
+from resnetlab.engine.plan import BudgetCheck, Deadline, RunPlan
 from resnetlab.engine.schedules import warmup_steps
 
 if TYPE_CHECKING:  # budget imports the loop, which imports this module
     from resnetlab.engine.budget import Calibration
 
-__all__ = ["plan_check", "recheck", "RECHECK_MARGIN", "RECHECK_TAIL_S"]
+__all__ = ["plan_check", "recheck", "deadline_stop", "RECHECK_MARGIN", "RECHECK_TAIL_S",
+           "DEADLINE_MARGIN", "DEADLINE_EVERY", "DEADLINE_SETTLE"]
 
 
 # What the re-plan keeps back.  The later sizes (two thirds of the steps, most of the time)
@@ -30,6 +31,15 @@ RECHECK_MARGIN = 0.07
 RECHECK_TAIL_S = 8.0
 # Each epoch's checkpoint and log writes, in seconds (what plan_steps counts too).
 EPOCH_S = 0.5
+# The deadline (deadline_stop): what it keeps back of the budget (the plan aims 7% short of
+# it, so a run on pace is never stopped), how many steps apart it looks, and how many steps
+# of a new epoch or input size it lets pass first (their first steps create oneDNN
+# primitives; an epoch's first steps follow its validation).  One 2-core Xeon ran a 5-minute
+# AVX2 run 2-3x slower than it had been planned and re-planned, ending at 392 s
+# (benchmarks/README.md, issue 25).
+DEADLINE_MARGIN = 0.02
+DEADLINE_EVERY = 50
+DEADLINE_SETTLE = 5
 
 
 def plan_check(plan: RunPlan, cal: Calibration, *, budget_s: float, started: float,
@@ -70,13 +80,7 @@ def recheck(plan: RunPlan, step_s: float, now: float) -> int:
     check = plan.budget_check
     assert check is not None, "recheck needs a plan with a budget_check"
     sizes = list(plan.config.data.progressive_sizes) or [None]
-    sampled = dict(check.size_step_s)
-    if sizes[0] in sampled:  # how fast this machine trains now, against the sample
-        speed = step_s / sampled[sizes[0]]
-        per_step = [sampled[size] * speed for size in sizes]
-    else:  # a calibration without per-size samples: every size at the run's own rate
-        speed, per_step = 1.0, [step_s] * len(sizes)
-    eval_image_s = check.eval_image_s * speed
+    per_step, eval_image_s = _scaled_costs(plan, check, sizes[0], step_s)
     left = (check.budget_s * (1.0 - RECHECK_MARGIN) - (now - check.started) - RECHECK_TAIL_S
             - check.final_images * eval_image_s)
     per_epoch_s = check.val_images * eval_image_s + EPOCH_S  # a validation pass and a checkpoint
@@ -97,3 +101,46 @@ def _steps_cost(done: int, total: int, per_step: list[float]) -> float:
         first, end = -(-p * total // phases), -(-(p + 1) * total // phases)
         cost += max(0, end - max(first, done)) * seconds
     return cost
+
+
+def deadline_stop(plan: RunPlan, size: int | None, step_s: float, now: float, step: int) -> int:
+    """The step at which a run that has trained ``step`` steps, the latest at input ``size``
+    in ``step_s`` seconds each, must stop to end inside its budget (``plan.deadline``) at
+    ``now``: its planned end (the schedule's, or its own ``train.max_steps``) when that fits.
+
+    The rate scales every size's sample and the evaluation's, as :func:`recheck` does; the
+    rest of the run is the steps to the stop (in the planned schedule's phases), a
+    validation pass and a checkpoint per epoch ended, one more for a stop inside an epoch,
+    the final evaluation and ``RECHECK_TAIL_S``, all inside ``DEADLINE_MARGIN`` of the end."""
+    deadline = plan.deadline
+    assert deadline is not None, "deadline_stop needs a plan with a deadline"
+    per_step, eval_image_s = _scaled_costs(plan, deadline, size, step_s)
+    left = (deadline.budget_s * (1.0 - DEADLINE_MARGIN) - (now - deadline.started)
+            - RECHECK_TAIL_S - deadline.final_images * eval_image_s)
+    schedule, per_epoch = plan.schedule_steps, plan.steps_per_epoch
+    per_validation = deadline.val_images * eval_image_s + EPOCH_S
+    validated = (step - 1) // per_epoch  # epochs whose validation is done
+
+    def cost(stop: int) -> float:
+        steps = _steps_cost(step, schedule, per_step) - _steps_cost(stop, schedule, per_step)
+        return steps + (-(-stop // per_epoch) - validated) * per_validation
+
+    low, high = step, min(schedule, deadline.max_steps or schedule)  # the stop lies in between
+    if cost(high) <= left:
+        return high
+    while low < high:  # the last stop whose cost fits (cost grows with the stop)
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if cost(mid) <= left else (low, mid - 1)
+    return low
+
+
+def _scaled_costs(plan: RunPlan, deadline: Deadline, size: int | None,
+                  step_s: float) -> tuple[list[float], float]:
+    """Seconds per step of each resize phase, and per evaluated image, at the rate the run
+    trains ``size`` now: the sample scaled by that rate against its own for ``size``."""
+    sizes = list(plan.config.data.progressive_sizes) or [None]
+    sampled = dict(deadline.size_step_s)
+    if size not in sampled:  # no sample of this size: every size at the run's rate
+        return [step_s] * len(sizes), deadline.eval_image_s
+    speed = step_s / sampled[size]
+    return [sampled.get(s, sampled[size]) * speed for s in sizes], deadline.eval_image_s * speed

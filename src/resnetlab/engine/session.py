@@ -88,6 +88,9 @@ class TrainSession:
     clock: Clock = field(default_factory=Clock)
     # time.perf_counter() at the budget check's first timed step (engine.replan)
     budget_mark: float | None = None
+    # the deadline's timing window: (first step, its time.perf_counter() or None until the
+    # window starts, input size); None at each epoch's start (engine.replan.deadline_stop)
+    deadline_mark: tuple[int, float | None, int | None] | None = None
 
     def adopt(self, plan: RunPlan) -> None:
         """Train to ``plan`` from here on: a time budget's re-plan, which changes only the

@@ -13,6 +13,7 @@ same steps without measuring again (and on another machine takes as long as it t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -22,7 +23,7 @@ from torch import nn
 from resnetlab.engine import distributed
 from resnetlab.engine.budget import MIN_STEPS, Calibration, calibrate, plan_steps
 from resnetlab.engine.config import RunConfig
-from resnetlab.engine.plan import RunPlan
+from resnetlab.engine.plan import Deadline, RunPlan
 from resnetlab.engine.replan import plan_check
 from resnetlab.engine.schedules import warmup_steps
 from resnetlab.run.build import flip_tta_applies
@@ -68,7 +69,10 @@ def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: 
             f"evaluation {1000 * cal.eval_image_s:.2f} ms/image, {spent_s:.0f} s spent so far "
             f"-> {steps} steps ({steps / per_epoch:.1f} epochs"
             f"{'' if steps < plan.schedule_steps else ', all that were asked for'})")
-    planned = plan.with_steps(steps)
+    deadline = Deadline(budget_s=budget_s, started=started, size_step_s=cal.size_step_s,
+                        eval_image_s=cal.eval_image_s, val_images=_size(bundle.val),
+                        final_images=final * views, max_steps=tc.max_steps)
+    planned = dataclasses.replace(plan.with_steps(steps), deadline=deadline)
     check = plan_check(planned, cal, budget_s=budget_s, started=started,
                        val_images=_size(bundle.val), final_images=final * views,
                        cap=plan.schedule_steps)
