@@ -31,6 +31,7 @@ from resnetlab.engine.replan import (
 )
 from resnetlab.engine.schedules import lr_schedule
 from resnetlab.engine.task import Classification
+from resnetlab.run import config_with
 
 
 def _loader() -> SeededLoader:
@@ -194,7 +195,7 @@ def test_a_run_slower_than_its_plan_stops_early_and_reruns_bit_for_bit(tmp_path,
     assert looks == [first_look, 64 + first_look]
     assert "stopping at step 150 of 192" in capsys.readouterr().err
     saved = RunConfig.from_yaml(tmp_path / "first" / "config.yaml")
-    assert saved.train.max_steps == 150 and saved.train.steps == 192  # the schedule as planned
+    assert saved.train.budget_stop == 150 and saved.train.steps == 192  # the schedule as planned
     second = fit(small_net(), _loader(), val, saved, tmp_path / "second", num_classes=NUM_CLASSES,
                  progress=False)
     assert second.steps == 150
@@ -209,4 +210,15 @@ def test_the_real_deadline_keeps_every_step_of_a_run_on_pace(tmp_path, capsys):
     result = fit(small_net(), _loader(), [blobs(64, seed=1)], plan, tmp_path / "r",
                  num_classes=NUM_CLASSES, progress=False)
     assert result.steps == 192 and "time budget" not in capsys.readouterr().err
-    assert RunConfig.from_yaml(tmp_path / "r" / "config.yaml").train.max_steps is None
+    assert RunConfig.from_yaml(tmp_path / "r" / "config.yaml").train.budget_stop is None
+
+
+def test_a_length_given_anew_clears_a_deadlines_stop():
+    # a saved config.yaml of a stopped run: rerun as it is, it stops there; --epochs or a new
+    # --time-budget decide the length again, and the old stop must not cap them
+    saved = loop_config(epochs=3)
+    saved.train.steps, saved.train.budget_stop, saved.train.time_budget = 192, 150, "5m"
+    assert config_with(saved, {}).train.budget_stop == 150
+    assert config_with(saved, {"train.epochs": 30}).train.budget_stop is None
+    again = config_with(saved, {"train.time_budget": "10m"})
+    assert again.train.budget_stop is None and again.train.steps is None

@@ -229,7 +229,7 @@ class TrainConfig:
         None, flag="--time-budget",
         help="Wall time for the whole run, e.g. 5m or 90s: a few steps are timed first, then the epochs are trained if they fit, else as many steps as fit (saved in config.yaml); none: no budget. --epochs alone replaces the recipe's budget.",
         check=Check(_duration_ok, "must be a duration such as 5m, 90s or 300 (seconds)"))
-    max_steps: int | None = opt(None, flag="--max-steps", help="Stop after this many steps (smoke tests; a time budget's deadline sets it).", check=COUNT)
+    max_steps: int | None = opt(None, flag="--max-steps", help="Stop after this many steps (smoke tests).", check=COUNT)
     label_smoothing: float = opt(0.0, flag="--label-smoothing", help="Label smoothing.", check=UNIT_OPEN)
     ema_decay: float | None = opt(None, flag="--ema", help="Weight EMA decay per step, e.g. 0.999.",
                                   check=Check(_in(0, 1, lo_open=True, hi_open=True), "must be in (0, 1), e.g. 0.999"))
@@ -253,6 +253,7 @@ class TrainConfig:
     tta: bool = opt(False, flag="--tta", help="Flip test-time augmentation in the final evaluation (only when training flips: never for a folder without --augment flip).")
     # The run's length in optimiser steps when set: the schedule ends there, not at epochs.
     steps: int | None = opt(None, help="The run's length in optimiser steps (set by --time-budget; the schedule ends there).", check=COUNT)
+    budget_stop: int | None = opt(None, help="The step where a time budget's deadline stopped the run, the schedule unchanged (set by --time-budget when the machine slowed down; a length given anew clears it).", check=COUNT)
 
 
 @dataclass

@@ -264,11 +264,11 @@ def _watch_deadline(s: TrainSession) -> None:
 
 
 def _stop_at(s: TrainSession, stop: int, step_s: float, size: int | None) -> None:
-    """Train to ``stop`` from here (saved in ``config.yaml`` as ``train.max_steps``, so that
-    a rerun of it stops there too), and say why."""
+    """Train to ``stop`` from here (saved in ``config.yaml`` as ``train.budget_stop``, so
+    that a rerun of it stops there too), and say why."""
     deadline, end = s.plan.deadline, s.plan.schedule_steps
     planned = min(end, deadline.max_steps or end)
-    s.adopt(s.plan.with_stop(stop if stop < planned else deadline.max_steps))
+    s.adopt(s.plan.with_stop(stop if stop < planned else None))
     if s.main:
         s.cfg.to_yaml(s.run_dir / "config.yaml")
         at = f" at {size} px" if size else ""

@@ -26,7 +26,8 @@ from resnetlab.engine.task import Task
 from resnetlab.engine.tracker import pick_metric
 from resnetlab.utils.errors import ConfigError
 
-__all__ = ["RunPlan", "BudgetCheck", "Deadline", "make_plan", "steps_per_epoch", "planned_steps"]
+__all__ = ["RunPlan", "BudgetCheck", "Deadline", "make_plan", "steps_per_epoch", "planned_steps",
+           "stop_step"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Deadline:
     """A time-budgeted run's end, watched as it trains (:func:`resnetlab.engine.replan.
     deadline_stop`): when the machine slows down so far after the plan that the run would end
     past ``budget_s``, training stops at the last step that still ends inside it (as
-    ``train.max_steps``, saved in ``config.yaml``; the schedule stays as planned).  The fields
+    ``train.budget_stop``, saved in ``config.yaml``; the schedule stays as planned).  The fields
     are :class:`BudgetCheck`'s; ``max_steps``: the run's own ``train.max_steps`` (None: none),
     below which it never stops later.
     """
@@ -84,7 +85,7 @@ class RunPlan:
     it). ``steps_per_epoch``: optimiser steps per epoch on each process; ``schedule_steps``:
     where the learning-rate schedule (and progressive resizing) ends, ``train.steps`` when a
     time budget fixed it, else epochs x steps per epoch; ``total_steps``: where training stops
-    (``train.max_steps`` may end it sooner); ``metric``: the ``metrics.csv`` column that picks
+    (``train.max_steps`` or a deadline's ``train.budget_stop`` may end it sooner); ``metric``: the ``metrics.csv`` column that picks
     the best checkpoint; ``lr_scales``: a fine-tune's per-parameter learning-rate scales.
     """
 
@@ -116,16 +117,15 @@ class RunPlan:
                                            warmup_epochs=warmup_steps / self.steps_per_epoch)
         config = copy.deepcopy(dataclasses.replace(self.config, train=train, schedule=schedule))
         return dataclasses.replace(self, config=config, schedule_steps=steps,
-                                   total_steps=min(steps, train.max_steps or steps),
-                                   budget_check=check)
+                                   total_steps=stop_step(train, steps), budget_check=check)
 
     def with_stop(self, stop: int | None) -> RunPlan:
-        """This plan stopping at step ``stop`` (``train.max_steps``; None: at its schedule's
-        end), the schedule itself unchanged: what a time budget's deadline decides."""
-        train = dataclasses.replace(self.config.train, max_steps=stop)
+        """This plan stopping at step ``stop`` (``train.budget_stop``; None: where it planned
+        to), the schedule itself unchanged: what a time budget's deadline decides."""
+        train = dataclasses.replace(self.config.train, budget_stop=stop)
         config = copy.deepcopy(dataclasses.replace(self.config, train=train))
         return dataclasses.replace(self, config=config,
-                                   total_steps=min(self.schedule_steps, stop or self.schedule_steps))
+                                   total_steps=stop_step(train, self.schedule_steps))
 
 
 def make_plan(cfg: RunConfig, train_loader: Iterable, *, task: Task, has_val: bool,
@@ -150,9 +150,15 @@ def make_plan(cfg: RunConfig, train_loader: Iterable, *, task: Task, has_val: bo
         raise ConfigError("the model has no trainable parameters (all requires_grad=False)")
     return RunPlan(config=copy.deepcopy(cfg), task=task, steps_per_epoch=per_epoch,
                    schedule_steps=schedule,
-                   total_steps=min(schedule, cfg.train.max_steps or schedule),
+                   total_steps=stop_step(cfg.train, schedule),
                    metric=metric, has_val=has_val, world_size=world_size,
                    lr_scales=types.MappingProxyType(dict(lr_scales or {})))
+
+
+def stop_step(tc: TrainConfig, schedule: int) -> int:
+    """Where training stops in a schedule of ``schedule`` steps: its end, or sooner at
+    ``train.max_steps`` (smoke tests) or ``train.budget_stop`` (a time budget's deadline)."""
+    return min(schedule, tc.max_steps or schedule, tc.budget_stop or schedule)
 
 
 def steps_per_epoch(loader: Iterable, world_size: int = 1) -> int:

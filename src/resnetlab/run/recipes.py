@@ -67,6 +67,9 @@ def _one_length(overrides: dict[str, Any]) -> dict[str, Any]:
     elif "train.epochs" in out or "train.steps" in out:
         out.setdefault("train.time_budget", None)
         out.setdefault("train.steps", None)  # a saved budget's steps give way to the epochs
+    else:
+        return out
+    out.setdefault("train.budget_stop", None)  # and so does where its deadline stopped
     return out
 
 
