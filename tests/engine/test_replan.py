@@ -21,11 +21,13 @@ from resnetlab.engine.plan import BudgetCheck, Deadline, make_plan
 from resnetlab.engine.replan import (
     DEADLINE_EVERY,
     DEADLINE_MARGIN,
+    DEADLINE_MIN_WINDOW,
     DEADLINE_SETTLE,
     RECHECK_MARGIN,
     RECHECK_TAIL_S,
     _steps_cost,
     deadline_stop,
+    deadline_window,
     plan_check,
     recheck,
 )
@@ -189,10 +191,12 @@ def test_a_run_slower_than_its_plan_stops_early_and_reruns_bit_for_bit(tmp_path,
     first = fit(small_net(), _loader(), val, plan, tmp_path / "first", num_classes=NUM_CLASSES,
                 progress=False)
     assert first.steps == 150 and first.history[-1]["step"] == 150  # validated where it stopped
-    # a window starts DEADLINE_SETTLE steps into an epoch (64 steps) and looks after
-    # DEADLINE_EVERY more, never across an epoch's end (its validation is not a step)
-    first_look = 1 + DEADLINE_SETTLE + DEADLINE_EVERY
-    assert looks == [first_look, 64 + first_look]
+    # a window starts DEADLINE_SETTLE steps into an epoch (64 steps), lasts half of what is
+    # left of it (29 steps), and never spans an epoch's end (its validation is not a step)
+    window = deadline_window(plan)
+    assert window == (64 - DEADLINE_SETTLE) // 2 == 29
+    look = 1 + DEADLINE_SETTLE + window
+    assert looks == [look, look + window, 64 + look, 64 + look + window]
     assert "stopping at step 150 of 192" in capsys.readouterr().err
     saved = RunConfig.from_yaml(tmp_path / "first" / "config.yaml")
     assert saved.train.budget_stop == 150 and saved.train.steps == 192  # the schedule as planned
@@ -222,3 +226,13 @@ def test_a_length_given_anew_clears_a_deadlines_stop():
     assert config_with(saved, {"train.epochs": 30}).train.budget_stop is None
     again = config_with(saved, {"train.time_budget": "10m"})
     assert again.train.budget_stop is None and again.train.steps is None
+
+
+def test_the_deadline_window_fits_short_epochs_and_phases():
+    long_epochs = dataclasses.replace(_plan(loop_config(epochs=10)), steps_per_epoch=430)
+    assert deadline_window(long_epochs.with_steps(2000)) == DEADLINE_EVERY
+    cfg = loop_config(epochs=10)
+    cfg.data.progressive_sizes = [4, 5, 6]
+    assert deadline_window(_plan(cfg).with_steps(90)) == (30 - DEADLINE_SETTLE) // 2  # phases of 30
+    tiny = dataclasses.replace(_plan(loop_config(epochs=10)), steps_per_epoch=12)
+    assert deadline_window(tiny.with_steps(120)) == DEADLINE_MIN_WINDOW

@@ -25,7 +25,7 @@ from resnetlab.engine.clock import Clock
 from resnetlab.engine.config import RunConfig, validate
 from resnetlab.engine.metrics import EvalResult
 from resnetlab.engine.plan import RunPlan, make_plan
-from resnetlab.engine.replan import DEADLINE_EVERY, DEADLINE_SETTLE, deadline_stop, recheck
+from resnetlab.engine.replan import DEADLINE_SETTLE, deadline_stop, deadline_window, recheck
 from resnetlab.engine.runtime import (
     Runtime,
     global_flags,
@@ -240,8 +240,9 @@ def _check_budget(s: TrainSession) -> None:
 
 
 def _watch_deadline(s: TrainSession) -> None:
-    """A time-budgeted run times its steps in windows of ``DEADLINE_EVERY`` (each inside one
-    epoch and one input size, from ``DEADLINE_SETTLE`` steps in) and, when the machine has
+    """A time-budgeted run times its steps in windows (:func:`~resnetlab.engine.replan.
+    deadline_window` steps, each inside one epoch and one input size, from
+    ``DEADLINE_SETTLE`` steps in) and, when the machine has
     slowed so far that the run would end past its budget, stops it early
     (:func:`resnetlab.engine.replan.deadline_stop`; back to the planned end if it speeds up
     again before that)."""
@@ -253,7 +254,7 @@ def _watch_deadline(s: TrainSession) -> None:
         if step >= mark[0]:
             _drain(s)
             s.deadline_mark = (step, time.perf_counter(), size)
-    elif step - mark[0] >= DEADLINE_EVERY:
+    elif step - mark[0] >= deadline_window(s.plan):
         _drain(s)
         now = time.perf_counter()
         step_s = (now - mark[1]) / (step - mark[0])

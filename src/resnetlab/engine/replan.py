@@ -18,8 +18,8 @@ from resnetlab.engine.schedules import warmup_steps
 if TYPE_CHECKING:  # budget imports the loop, which imports this module
     from resnetlab.engine.budget import Calibration
 
-__all__ = ["plan_check", "recheck", "deadline_stop", "RECHECK_MARGIN", "RECHECK_TAIL_S",
-           "DEADLINE_MARGIN", "DEADLINE_EVERY", "DEADLINE_SETTLE"]
+__all__ = ["plan_check", "recheck", "deadline_stop", "deadline_window", "RECHECK_MARGIN",
+           "RECHECK_TAIL_S", "DEADLINE_MARGIN", "DEADLINE_EVERY", "DEADLINE_SETTLE"]
 
 
 # What the re-plan keeps back.  The later sizes (two thirds of the steps, most of the time)
@@ -40,6 +40,7 @@ EPOCH_S = 0.5
 DEADLINE_MARGIN = 0.02
 DEADLINE_EVERY = 50
 DEADLINE_SETTLE = 5
+DEADLINE_MIN_WINDOW = 10  # fewer steps say too little; shorter epochs or phases go unwatched
 
 
 def plan_check(plan: RunPlan, cal: Calibration, *, budget_s: float, started: float,
@@ -101,6 +102,16 @@ def _steps_cost(done: int, total: int, per_step: list[float]) -> float:
         first, end = -(-p * total // phases), -(-(p + 1) * total // phases)
         cost += max(0, end - max(first, done)) * seconds
     return cost
+
+
+def deadline_window(plan: RunPlan) -> int:
+    """Steps per look at the deadline: ``DEADLINE_EVERY``, or fewer so that an epoch or a
+    resize phase of the plan holds two windows after its first ``DEADLINE_SETTLE`` steps
+    (small data: 39 steps an epoch would otherwise never be looked at), at least
+    ``DEADLINE_MIN_WINDOW``."""
+    phases = max(len(plan.config.data.progressive_sizes), 1)
+    span = min(plan.steps_per_epoch, plan.schedule_steps // phases) - DEADLINE_SETTLE
+    return min(DEADLINE_EVERY, max(DEADLINE_MIN_WINDOW, span // 2))
 
 
 def deadline_stop(plan: RunPlan, size: int | None, step_s: float, now: float, step: int) -> int:
