@@ -57,6 +57,13 @@ VARIANTS: dict[str, list[str]] = {
     "full6ep": ["--set", "data.progressive_sizes=[]", "--set", "train.steps=null", "--epochs", "6"],
 }
 
+# fifth round: each block starting as its skip (Goyal et al. 2017), and lighter label smoothing
+VARIANTS.update({
+    "zinit": ["--zero-init-last"],
+    "zinit+lr0.3": ["--zero-init-last", "--lr", "0.3"],
+    "ls0.05": ["--label-smoothing", "0.05"],
+})
+
 # Seconds per training step at each input size against 20 px on the AVX2 fp32 path, timed in
 # turn (benchmarks/README.md, issue 25): a 2-core Zen 4 read 97/132/197 ms at 20/24/28 px, a
 # 2-core Xeon 83/113/167 ms one day and 124/168/254 ms (16 px: 82 ms) the next.
