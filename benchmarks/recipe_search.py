@@ -55,14 +55,11 @@ VARIANTS: dict[str, list[str]] = {
     "lr0.2+wd1e-3+val2000": ["--lr", "0.2", "--weight-decay", "1e-3", "--val-size", "2000"],
     "lr0.3+wd1e-3": ["--lr", "0.3", "--weight-decay", "1e-3"],
     "full6ep": ["--set", "data.progressive_sizes=[]", "--set", "train.steps=null", "--epochs", "6"],
-}
-
-# fifth round: each block starting as its skip (Goyal et al. 2017), and lighter label smoothing
-VARIANTS.update({
+    # fifth round: each block starting as its skip (Goyal et al. 2017), lighter label smoothing
     "zinit": ["--zero-init-last"],
     "zinit+lr0.3": ["--zero-init-last", "--lr", "0.3"],
     "ls0.05": ["--label-smoothing", "0.05"],
-})
+}
 
 # Seconds per training step at each input size against 20 px on the AVX2 fp32 path, timed in
 # turn (benchmarks/README.md, issue 25): a 2-core Zen 4 read 97/132/197 ms at 20/24/28 px, a
