@@ -112,3 +112,30 @@ def test_steps_set_by_hand_must_fit_the_epochs():
     assert planned_steps(TrainConfig(epochs=3, steps=25), 10) == 25
     with pytest.raises(ConfigError, match=r"train.steps=31 needs --epochs >= 4"):
         planned_steps(TrainConfig(epochs=3, steps=31), 10)
+
+
+def test_data_parallel_ranks_plan_their_share_of_the_evaluations(folder, tmp_path, monkeypatch):
+    """Each of N ranks evaluates every N-th batch, so a rank's plan counts 1/N of the images
+    (counting them all left a 2-rank 5-minute run 22 s short of its budget)."""
+    from resnetlab.engine import distributed
+    from resnetlab.engine.plan import make_plan
+    from resnetlab.engine.task import Classification
+    from resnetlab.run.budget import apply_time_budget
+
+    fake = Calibration(step_s=0.01, eval_image_s=0.001, measured_steps=10, calibrate_s=0.0)
+    monkeypatch.setattr("resnetlab.run.budget.calibrate", lambda *a, **k: fake)
+    seen = []
+    monkeypatch.setattr("resnetlab.run.budget.plan_steps",
+                        lambda *a, **kw: seen.append(kw) or plan_steps(*a, **kw))
+    cfg = tiny_config(folder, tmp_path, "share")
+    cfg.train.time_budget = "10s"
+    bundle, model = build_data_and_model(cfg, torch.device("cpu"))
+    plan = make_plan(cfg, bundle.train, task=Classification(3), has_val=True)
+    one = apply_time_budget(plan, model, bundle, spent_s=0.0)
+    monkeypatch.setattr(distributed, "dist_info", lambda: distributed.DistInfo(0, 2, 0))
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj: obj)
+    two = apply_time_budget(plan, model, bundle, spent_s=0.0)
+    assert seen[1]["val_images"] == math.ceil(seen[0]["val_images"] / 2) > 0
+    assert seen[1]["final_images"] == math.ceil(seen[0]["final_images"] / 2) > 0
+    assert two.deadline.val_images == seen[1]["val_images"]
+    assert two.schedule_steps >= one.schedule_steps

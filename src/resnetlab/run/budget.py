@@ -57,9 +57,12 @@ def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: 
                     budget_s=budget_s)
     views = 2 if flip_tta_applies(cfg, bundle) else 1  # flip TTA: image + mirror
     final = min(_size(bundle.test) or _size(bundle.val), cfg.data.test_size or math.inf)
+    # each of N data-parallel ranks evaluates every N-th batch, in the time the sample gave
+    # one rank for one image: a rank's share is what it waits for
+    val_images, final_images = _rank_share(_size(bundle.val)), _rank_share(final * views)
     spent_s += cal.calibrate_s + cal.startup_s  # the run pays the warm-up steps' extra again
     fits = plan_steps(budget_s, spent_s, cal, per_epoch=per_epoch,
-                      val_images=_size(bundle.val), final_images=final * views)
+                      val_images=val_images, final_images=final_images)
     steps = min(fits, plan.schedule_steps)  # a cap: never more than the epochs asked for
     steps = int(distributed.broadcast_object(steps))  # every rank trains rank 0's plan
     if steps < min(MIN_STEPS, plan.schedule_steps):  # cut below a training run's length
@@ -70,17 +73,22 @@ def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: 
             f"-> {steps} steps ({steps / per_epoch:.1f} epochs"
             f"{'' if steps < plan.schedule_steps else ', all that were asked for'})")
     deadline = Deadline(budget_s=budget_s, started=started, size_step_s=cal.size_step_s,
-                        eval_image_s=cal.eval_image_s, val_images=_size(bundle.val),
-                        final_images=final * views, max_steps=tc.max_steps)
+                        eval_image_s=cal.eval_image_s, val_images=val_images,
+                        final_images=final_images, max_steps=tc.max_steps)
     planned = dataclasses.replace(plan.with_steps(steps), deadline=deadline)
     check = plan_check(planned, cal, budget_s=budget_s, started=started,
-                       val_images=_size(bundle.val), final_images=final * views,
+                       val_images=val_images, final_images=final_images,
                        cap=plan.schedule_steps)
     if check is None:
         return planned
     # the warm-up in steps, so that the re-plan leaves it (and every step before it) as it is
     warmup = warmup_steps(planned.config.schedule, steps, per_epoch)
     return planned.with_steps(steps, warmup_steps=warmup, check=check)
+
+
+def _rank_share(images: float) -> int:
+    """The images one of this run's data-parallel ranks evaluates out of ``images``."""
+    return math.ceil(images / distributed.dist_info().world_size)
 
 
 def _size(loader: Any) -> int:
