@@ -31,7 +31,7 @@ from resnetlab.engine.replan import (
     plan_check,
     recheck,
 )
-from resnetlab.engine.schedules import lr_schedule
+from resnetlab.engine.schedules import lr_schedule, run_phases
 from resnetlab.engine.task import Classification
 from resnetlab.run import config_with
 
@@ -53,9 +53,20 @@ def _check(**changes) -> BudgetCheck:
 
 def test_steps_cost_counts_each_resize_phase():
     # 30 steps in thirds of 10; from step 5: 5 steps of the first phase, then 10 of each other
-    assert _steps_cost(5, 30, [1.0, 2.0, 3.0]) == 5 * 1.0 + 10 * 2.0 + 10 * 3.0
-    assert _steps_cost(0, 10, [0.5]) == 5.0
-    assert _steps_cost(12, 30, [1.0, 2.0, 3.0]) == 8 * 2.0 + 10 * 3.0  # past the first phase
+    thirds = run_phases([4, 5, 6], None, 30)
+    seconds = {(4, False): 1.0, (5, False): 2.0, (6, False): 3.0}
+    assert _steps_cost(5, 30, thirds, seconds) == 5 * 1.0 + 10 * 2.0 + 10 * 3.0
+    assert _steps_cost(0, 10, run_phases([], None, 10), {(None, False): 0.5}) == 5.0
+    assert _steps_cost(12, 30, thirds, seconds) == 8 * 2.0 + 10 * 3.0  # past the first phase
+    assert _steps_cost(12, 25, thirds, seconds) == 8 * 2.0 + 5 * 3.0  # a stop before the end
+
+
+def test_steps_cost_counts_the_late_freeze_as_its_own_phase():
+    # frozen from step 25 of 30: the last 5 steps of the 6 px phase cost what frozen ones do
+    phases = run_phases([4, 5, 6], 0.85, 30)
+    assert phases[-2:] == [(20, 25, (6, False)), (25, 30, (6, True))]
+    seconds = {(4, False): 1.0, (5, False): 2.0, (6, False): 3.0, (6, True): 2.0}
+    assert _steps_cost(0, 30, phases, seconds) == 10 * 1.0 + 10 * 2.0 + 5 * 3.0 + 5 * 2.0
 
 
 def test_recheck_fills_what_is_left_of_the_budget_at_the_measured_rate():
@@ -148,19 +159,19 @@ def _deadline(**changes) -> Deadline:
 def test_deadline_keeps_a_run_on_pace_and_stops_a_slow_one_where_it_still_fits():
     plan = dataclasses.replace(_plan(loop_config(epochs=10)).with_steps(600), deadline=_deadline())
     # 600 steps at 0.1 s: 60 s of steps + 10 validations + the final evaluation fit in 100 s
-    assert deadline_stop(plan, None, step_s=0.1, now=5.0, step=50) == 600
+    assert deadline_stop(plan, (None, False), step_s=0.1, now=5.0, step=50) == 600
     # the machine is 2x slower now: stop at the last step that ends inside the budget
-    stop = deadline_stop(plan, None, step_s=0.2, now=5.0, step=50)
+    stop = deadline_stop(plan, (None, False), step_s=0.2, now=5.0, step=50)
     left = 100 * (1 - DEADLINE_MARGIN) - 5.0 - RECHECK_TAIL_S - 200 * 0.002
 
     def cost(at):  # steps 50..at-1, and a validation + checkpoint per epoch reached (64 a epoch)
         return (at - 50) * 0.2 + -(-at // 64) * (100 * 0.002 + 0.5)
 
     assert 50 < stop < 600 and cost(stop) <= left < cost(stop + 1)
-    assert deadline_stop(plan, None, step_s=0.2, now=99.0, step=50) == 50  # nothing fits: now
+    assert deadline_stop(plan, (None, False), step_s=0.2, now=99.0, step=50) == 50  # nothing fits: now
     # a run's own --max-steps is the latest it stops
     capped = dataclasses.replace(plan, deadline=_deadline(max_steps=300))
-    assert deadline_stop(capped, None, step_s=0.1, now=5.0, step=50) == 300
+    assert deadline_stop(capped, (None, False), step_s=0.1, now=5.0, step=50) == 300
 
 
 def test_deadline_scales_every_size_by_the_rate_of_the_one_training_now():
@@ -169,11 +180,31 @@ def test_deadline_scales_every_size_by_the_rate_of_the_one_training_now():
     sampled = _deadline(size_step_s=((4, 0.05), (6, 0.1)))
     plan = dataclasses.replace(_plan(cfg).with_steps(600), deadline=sampled)
     # the second size trains 2x slower than sampled: the rest of it, and the evaluation, too
-    slow = deadline_stop(plan, 6, step_s=0.2, now=40.0, step=350)
+    slow = deadline_stop(plan, (6, False), step_s=0.2, now=40.0, step=350)
     halved = dataclasses.replace(plan, deadline=_deadline(size_step_s=((4, 0.1), (6, 0.2)),
                                                           eval_image_s=0.002))
-    assert slow == deadline_stop(halved, 6, step_s=0.2, now=40.0, step=350) < 600
-    assert deadline_stop(plan, 6, step_s=0.1, now=40.0, step=350) == 600
+    assert slow == deadline_stop(halved, (6, False), step_s=0.2, now=40.0, step=350) < 600
+    assert deadline_stop(plan, (6, False), step_s=0.1, now=40.0, step=350) == 600
+
+
+def test_deadline_counts_frozen_steps_at_their_own_sampled_cost():
+    cfg = loop_config(epochs=10)
+    cfg.data.progressive_sizes, cfg.train.late_freeze = [4, 6], 0.75
+    sampled = _deadline(size_step_s=((4, 0.05), (6, 0.1)), frozen_step_s=((6, 0.05),))
+    plan = dataclasses.replace(_plan(cfg).with_steps(600), deadline=sampled)
+    # at 2x the sample's cost in the unfrozen 6 px phase, steps 350-449 cost 0.2 s and the
+    # frozen ones from 450 on 0.1 s
+    slow = deadline_stop(plan, (6, False), step_s=0.2, now=60.0, step=350)
+    left = 100 * (1 - DEADLINE_MARGIN) - 60.0 - RECHECK_TAIL_S - 200 * 0.002
+
+    def cost(at):  # 0.2 s a step to 450, 0.1 s after; a validation + checkpoint an epoch
+        steps = (min(at, 450) - 350) * 0.2 + max(at - 450, 0) * 0.1
+        return steps + (-(-at // 64) - 5) * (100 * 0.002 + 0.5)
+
+    assert 450 < slow < 600 and cost(slow) <= left < cost(slow + 1)
+    # unsampled, a frozen step costs its size's unfrozen one: the stop comes sooner
+    unsampled = dataclasses.replace(plan, deadline=_deadline(size_step_s=((4, 0.05), (6, 0.1))))
+    assert deadline_stop(unsampled, (6, False), step_s=0.2, now=60.0, step=350) < slow
 
 
 def test_a_run_slower_than_its_plan_stops_early_and_reruns_bit_for_bit(tmp_path, monkeypatch, capsys):

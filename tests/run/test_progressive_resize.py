@@ -47,21 +47,41 @@ def test_fit_trains_at_the_phase_sizes_and_evaluates_at_full_size(tmp_path):
     assert result.history[-1]["val_top1"] > 0.8  # the blobs are still learned
 
 
+def _phase_session(sizes, late_freeze=None):
+    cfg = types.SimpleNamespace(data=types.SimpleNamespace(progressive_sizes=sizes),
+                                train=types.SimpleNamespace(late_freeze=late_freeze))
+    return types.SimpleNamespace(cfg=cfg)
+
+
+def _timed(costs):
+    return lambda s, phases, steps, warmup, deadline=None: ({k: costs[k] for k in phases}, 0.75, 20)
+
+
 def test_budget_weights_each_size_by_its_phases(monkeypatch):
-    timed = {4: 1.0, 6: 2.0}
-    monkeypatch.setattr(engine_budget, "_time_sizes",
-                        lambda s, sizes, steps, warmup, deadline=None: ({k: timed[k] for k in sizes}, 0.75, 20))
-    step_s, startup_s, measured, by_size = engine_budget._time_schedule(None, [4, 4, 6], 10, 2)
+    monkeypatch.setattr(engine_budget, "_time_sizes", _timed({(4, False): 1.0, (6, False): 2.0}))
+    step_s, startup_s, measured, by_phase = engine_budget._time_schedule(_phase_session([4, 4, 6]), 10, 2)
     assert step_s == pytest.approx(4 / 3) and startup_s == pytest.approx(0.75)
     assert measured == 20
-    assert by_size == ((4, 1.0), (6, 2.0))  # what the run's re-plan scales for the later sizes
+    # what the run's re-plan scales for the later sizes
+    assert by_phase == (((4, False), 1.0), ((6, False), 2.0))
+
+
+def test_budget_weights_the_frozen_phase_by_its_share(monkeypatch):
+    # frozen from a quarter of the run: the second half of the 4 px phase and all of the 6 px one
+    costs = {(4, False): 1.0, (4, True): 0.5, (6, True): 1.5}
+    monkeypatch.setattr(engine_budget, "_time_sizes", _timed(costs))
+    step_s, _, _, by_phase = engine_budget._time_schedule(_phase_session([4, 6], 0.25), 10, 2)
+    assert step_s == pytest.approx(0.25 * 1.0 + 0.25 * 0.5 + 0.5 * 1.5)
+    assert [phase for phase, _ in by_phase] == [(4, False), (4, True), (6, True)]
 
 
 def _fake_session(n: int = 64):
     x, y = torch.zeros(n, 1, 8, 8), torch.zeros(n, dtype=torch.long)
     loader = [(x[i:i + 4], y[i:i + 4]) for i in range(0, n, 4)]
+    frozen = []
     return types.SimpleNamespace(train_loader=loader, state=types.SimpleNamespace(step=0),
-                                 recorder=types.SimpleNamespace(drain=lambda: []))
+                                 recorder=types.SimpleNamespace(drain=lambda: []),
+                                 freeze_late=frozen.append, frozen=frozen)
 
 
 def test_budget_times_the_sizes_in_turn(monkeypatch):
@@ -70,15 +90,19 @@ def test_budget_times_the_sizes_in_turn(monkeypatch):
     clock, order = {"now": 0.0}, []
 
     def step(s, x, y, size):
-        order.append(size)
-        rounds = (len(order) - 5) // 2  # 2 warm-up steps per size come first
-        clock["now"] += (1.0 if size == 20 else 2.0) * (3.0 if 2 <= rounds < 5 else 1.0)
+        order.append((size, s.frozen[-1]))
+        rounds = (len(order) - 5) // 3  # 2 warm-up steps per phase come first
+        clock["now"] += {20: 1.0, 28: 2.0}[size] * (0.5 if s.frozen[-1] else 1.0) * (
+            3.0 if 2 <= rounds < 5 else 1.0)
 
     monkeypatch.setattr(engine_budget, "train_batch", step)
     monkeypatch.setattr(engine_budget, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
-    by_size, extra, measured = engine_budget._time_sizes(_fake_session(), [20, 28], 8, 2)
-    assert order == [20, 20, 28, 28] + [20, 28] * 8  # warm-ups, then one step of each in turn
-    assert measured == 16 and by_size[28] / by_size[20] == pytest.approx(2.0)
+    phases = [(20, False), (28, False), (28, True)]
+    s = _fake_session(96)
+    by_phase, extra, measured = engine_budget._time_sizes(s, phases, 8, 2)
+    assert order == [p for p in phases for _ in range(2)] + phases * 8  # warm-ups, then in turn
+    assert measured == 24 and by_phase[(28, False)] / by_phase[(20, False)] == pytest.approx(2.0)
+    assert by_phase[(28, True)] / by_phase[(28, False)] == pytest.approx(0.5)
     assert extra == pytest.approx(0.0)  # these warm-ups cost what a timed step does
 
 

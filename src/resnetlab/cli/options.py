@@ -100,8 +100,8 @@ def flag_overrides(params: dict[str, Any], set_items: list[str] | None = None) -
             continue
         if _takes_list(option.hint):
             value = _list_value(value, option)
-        elif option.key == "train.time_budget" and str(value).lower() in _OFF:
-            value = None  # --time-budget none: the recipe's budget off, --epochs decides
+        elif option.key in _NONE_TURNS_OFF and str(value).lower() in _OFF:
+            value = None  # e.g. --time-budget none: the recipe's budget off, --epochs decides
         out[option.key] = value
     out.update(_set_overrides(set_items))
     # The warm-up is given one way or the other; a flag replaces the recipe's way.
@@ -113,6 +113,7 @@ def flag_overrides(params: dict[str, Any], set_items: list[str] | None = None) -
 
 
 _OFF = ("none", "off")
+_NONE_TURNS_OFF = ("train.time_budget", "train.late_freeze")
 
 
 def _takes_list(hint: Any) -> bool:

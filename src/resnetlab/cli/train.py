@@ -140,6 +140,9 @@ def print_summary(result) -> None:
     if cfg.data.progressive_sizes:
         rows.insert(3, ("input sizes", " -> ".join(f"{n} px" for n in cfg.data.progressive_sizes)
                         + " (equal phases; evaluated at full size)"))
+    if isinstance(cfg.train.late_freeze, float):
+        rows.insert(3, ("late freeze", f"stem + first stage frozen from "
+                        f"{cfg.train.late_freeze:.0%} of the steps"))
     budget = budget_label(cfg, res["steps"], res["epochs"])
     if budget:
         rows.insert(3, ("time budget", budget))

@@ -52,6 +52,9 @@ class DatasetInfo:
     # ``progressive_sizes: default``: the input sizes of the data's own progressive-resizing
     # schedule (empty: every step at full size); measured for the main job only (issue 25)
     progressive: tuple[int, ...] = ()
+    # ``train.late_freeze: default``: from this fraction of the steps on the stem and first
+    # stage train frozen (None: never); measured for the main job only (issue 25)
+    late_freeze: float | None = None
 
     @property
     def num_classes(self) -> int:
@@ -84,7 +87,8 @@ DATASETS: dict[str, DatasetInfo] = {
         # flip only: the main job's measured choice (recipes/default.yaml: the 2-pixel crop
         # costs 0.6 points in a 6-7 epoch budget)
         ("fashion-mnist", "fashion_mnist", "FashionMNIST/raw"), "flip",
-        DEBIAN_FASHION_MNIST, "dataset-fashion-mnist", progressive=(20, 24, 28)),
+        DEBIAN_FASHION_MNIST, "dataset-fashion-mnist", progressive=(20, 24, 28),
+        late_freeze=0.67),
     "mnist": DatasetInfo(
         "mnist", "idx", tuple("0123456789"),
         ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),

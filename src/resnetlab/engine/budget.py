@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from resnetlab.engine.config import RunConfig
-from resnetlab.engine.loop import train_batch
+from resnetlab.engine.loop import folded_for_eval, train_batch
 from resnetlab.engine.plan import RunPlan, make_plan
 from resnetlab.engine.replan import EPOCH_S
+from resnetlab.engine.schedules import run_phases
 from resnetlab.engine.runtime import global_flags, restore_flags, to_device
 from resnetlab.engine.session import epoch_batches, open_session
 from resnetlab.engine.task import Classification
@@ -49,8 +50,10 @@ class Calibration:
     measured_steps: int
     calibrate_s: float
     startup_s: float = 0.0
-    # seconds per step at each input size timed ((None, step_s): the data's own size only)
+    # seconds per step at each input size timed ((None, step_s): the data's own size only),
+    # and at each size trained with the stem and first stage frozen (train.late_freeze)
     size_step_s: tuple[tuple[int | None, float], ...] = ()
+    frozen_step_s: tuple[tuple[int | None, float], ...] = ()
 
 
 # Calibration gets at most this share of the budget (at least 2 s): a 60 s budget must be
@@ -80,73 +83,87 @@ def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor
         with tempfile.TemporaryDirectory() as tmp:
             s = open_session(scratch, train_loader, None, plan, Path(tmp), num_classes=1,
                              progress=False)
-            step_s, startup_s, timed, by_size = _time_schedule(
-                s, plan.config.data.progressive_sizes, steps, warmup, deadline)
+            step_s, startup_s, timed, by_phase = _time_schedule(s, steps, warmup, deadline)
             image_s = _time_eval(s, eval_batch) if eval_batch is not None else 0.0
     finally:
         restore_flags(flags)
-    return Calibration(step_s, image_s, timed, time.perf_counter() - began, startup_s, by_size)
+    return Calibration(step_s, image_s, timed, time.perf_counter() - began, startup_s,
+                       size_step_s=tuple((size, t) for (size, frozen), t in by_phase if not frozen),
+                       frozen_step_s=tuple((size, t) for (size, frozen), t in by_phase if frozen))
 
 
-def _time_schedule(s, sizes: list[int], steps: int, warmup: int,
+def _time_schedule(s, steps: int, warmup: int,
                    deadline: float | None = None) -> tuple[float, float, int, tuple]:
-    """Seconds per step averaged over a progressive-resizing schedule (each distinct size
-    weighted by its share of the phases), the warm-ups' extra seconds, the number of timed
-    steps, and ``(size, seconds per step)`` for each size (``((None, step_s),)`` without
-    resizing)."""
-    phases = list(sizes) or [None]
-    by_size, extra, timed = _time_sizes(s, sorted(set(sizes)) or [None], steps, warmup, deadline)
-    step_s = sum(by_size[size] for size in phases) / len(phases)
-    return step_s, extra, timed, tuple(by_size.items())
+    """Seconds per step averaged over the run's phases of input size and late freeze (each
+    weighted by its share of the steps), the warm-ups' extra seconds, the number of timed
+    steps, and ``((size, frozen), seconds per step)`` for each phase (``(None, False)``: the
+    data's own size, nothing frozen)."""
+    cfg = s.cfg
+    shares: dict = {}
+    for first, end, phase in run_phases(list(cfg.data.progressive_sizes), cfg.train.late_freeze,
+                                        _SHARE_STEPS):
+        shares[phase] = shares.get(phase, 0.0) + (end - first) / _SHARE_STEPS
+    # a sliver (0.67 of a run in thirds leaves 0.3% unfrozen at the last size) is not worth
+    # its warm-up and timed steps; the re-plan costs it as its size's other phase
+    shares = {phase: share for phase, share in shares.items() if share >= _SLIVER}
+    by_phase, extra, timed = _time_sizes(s, list(shares), steps, warmup, deadline)
+    step_s = sum(by_phase[phase] * share for phase, share in shares.items())
+    return step_s, extra, timed, tuple(by_phase.items())
+
+
+_SHARE_STEPS = 10**6  # a run this long gives each phase its share of the steps to 1e-6
+_SLIVER = 0.01
 
 
 def _late(deadline: float | None) -> bool:
     return deadline is not None and time.perf_counter() > deadline
 
 
-def _time_sizes(s, sizes: list[int | None], steps: int, warmup: int,
+def _time_sizes(s, phases: list[tuple[int | None, bool]], steps: int, warmup: int,
                 deadline: float | None = None) -> tuple[dict, float, int]:
-    """Seconds per step at each input size in ``sizes`` (None: the data's own), over up to
-    ``steps`` rounds that train one step at each size in turn, after up to ``warmup`` untimed
-    steps per size (a size's first steps create its oneDNN primitives); what the warm-ups took
-    beyond as many timed steps; and how many steps were timed.  Past half of ``deadline``'s
-    time a size's warm-up ends after one step; past ``deadline``, the timing (after at least
-    two rounds).
+    """Seconds per step in each phase of ``phases`` (input size, None: the data's own; and
+    the stem and first stage frozen or not), over up to ``steps`` rounds that train one step
+    in each phase in turn, after up to ``warmup`` untimed steps per phase (a size's first
+    steps create its oneDNN primitives); what the warm-ups took beyond as many timed steps;
+    and how many steps were timed.  Past half of ``deadline``'s time a phase's warm-up ends
+    after one step; past ``deadline``, the timing (after at least two rounds).  A step's
+    clock starts after its phase is set (under torchrun, freezing rebuilds the DDP wrapper).
 
     In turn, not one size after the other: timed in blocks, one 2-core AVX2 CPU read 20 px at
     87-102 ms and 28 px at 178-204 ms in three calibrations (steady: 97 and 197 ms), the two
     moving apart, so a slow or fast second lands on one size; in turn it lands on all alike,
     and the re-plan's ratio of each size to the first holds (benchmarks/README.md, issue 25)."""
-    batches = _batches(s.train_loader, len(sizes) * (warmup + steps))
+    batches = _batches(s.train_loader, len(phases) * (warmup + steps))
     first = time.perf_counter()
     half = None if deadline is None else first + (deadline - first) / 2
-    warmed = dict.fromkeys(sizes, 0)
-    for size in sizes:
+    warmed = dict.fromkeys(phases, 0)
+    for phase in phases:
+        s.freeze_late(phase[1])
         for x, y in itertools.islice(batches, warmup):
-            train_batch(s, x, y, size)
+            train_batch(s, x, y, phase[0])
             s.state.step += 1
-            warmed[size] += 1
+            warmed[phase] += 1
             if _late(half):
                 break
     s.recorder.drain()  # one host sync: the warm-up steps have finished
-    start = last = time.perf_counter()
-    times: dict = {size: [] for size in sizes}
-    for rounds in range(1, steps + 1):  # each step timed from the end of the one before
-        for size in sizes:
+    start = time.perf_counter()
+    times: dict = {phase: [] for phase in phases}
+    for rounds in range(1, steps + 1):  # each step timed with its batch's loading
+        for phase in phases:
+            s.freeze_late(phase[1])
+            last = time.perf_counter()
             x, y = next(batches)
-            train_batch(s, x, y, size)
+            train_batch(s, x, y, phase[0])
             s.state.step += 1
             s.recorder.drain()
-            now = time.perf_counter()
-            times[size].append(now - last)
-            last = now
+            times[phase].append(time.perf_counter() - last)
         if rounds >= 2 and _late(deadline):
             break
     # the median: one step slowed by the host (seen: 165 ms against a true 137 ms on a quiet
     # machine) must not cut a 5-minute plan by 15%; the plan's margin covers the usual tail
-    by_size = {size: statistics.median(times[size]) for size in sizes}
-    extra = start - first - sum(warmed[size] * by_size[size] for size in sizes)
-    return by_size, max(extra, 0.0), sum(len(t) for t in times.values())
+    by_phase = {phase: statistics.median(times[phase]) for phase in phases}
+    extra = start - first - sum(warmed[phase] * by_phase[phase] for phase in phases)
+    return by_phase, max(extra, 0.0), sum(len(t) for t in times.values())
 
 
 def _batches(loader: Iterable, n: int) -> Iterator:
@@ -165,9 +182,11 @@ def _batches(loader: Iterable, n: int) -> Iterator:
 @torch.no_grad()
 def _time_eval(s, batch: torch.Tensor) -> float:
     """Seconds per image of an evaluation forward pass: the mean of two passes after a first
-    (the best pass underestimated a whole evaluation by 2x on a loaded machine)."""
-    net = s.net.eval()
+    (the best pass underestimated a whole evaluation by 2x on a loaded machine), of the
+    network the run evaluates: BatchNorm folded into the convolutions (1.1-1.4x faster on
+    2-core CPUs; timed unfolded, a 5-minute AVX2 plan kept about 5 s back for nothing)."""
     x = to_device(batch, s.rt)
+    net = folded_for_eval(s.eval_net.eval(), x[:1])
     times = []
     for _ in range(3):
         start = time.perf_counter()

@@ -250,6 +250,17 @@ class TrainConfig:
     log_every: int = opt(50, flag="--log-every", help="Steps between steps.csv rows.", check=Check(COUNT.ok, "must be at least 1 step"))
     checkpoint_every: int | None = opt(None, flag="--checkpoint-every", help="Steps between mid-epoch checkpoints.",
                                        check=Check(_in(0, _INF), "must be >= 0 steps (0 or null: only at epoch ends)"))
+    # FreezeOut (Brock et al. 2017): from this fraction of the run's steps on, the stem and the
+    # first stage stop training (their BatchNorm statistics still follow the data) and their
+    # backward pass is skipped.  That stage works at full resolution: frozen, a 28 px step of
+    # ResNet-20 costs 0.64x on a 2-core AVX2 CPU, which buys more steps in a time budget
+    # (benchmarks/README.md, issue 25).  ``default``: the data's own (Fashion-MNIST 0.67, the
+    # last of its three resize phases; others none), written into config.yaml as the number.
+    late_freeze: float | str | None = opt(
+        None, flag="--late-freeze",
+        help="From this fraction of the steps on, the stem and first stage stop training (their backward pass is skipped: faster steps), e.g. 0.67; default: the data's own (Fashion-MNIST 0.67); none: every layer trains to the end.",
+        check=Check(lambda v: v == "default" or _in(0, 1, lo_open=True, hi_open=True)(v),
+                    "must be a fraction of the run in (0, 1), e.g. 0.67, default or none"))
     tta: bool = opt(False, flag="--tta", help="Flip test-time augmentation in the final evaluation (only when training flips: never for a folder without --augment flip).")
     # The run's length in optimiser steps when set: the schedule ends there, not at epochs.
     steps: int | None = opt(None, help="The run's length in optimiser steps (set by --time-budget; the schedule ends there).", check=COUNT)

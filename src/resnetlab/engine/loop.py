@@ -149,6 +149,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None,
             while not s.state.finished:
                 train_epoch(s)
         finally:
+            s.freeze_late(False)  # the model trains as a whole again in the caller's hands
             s.display.close()
             s.writer.close()
             s.guard.close()
@@ -197,6 +198,7 @@ def train_epoch(s: TrainSession) -> dict[str, Any]:
                             s.rt.dist.rank, s.rt.dist.world_size)
     s.deadline_mark = None  # the validation before this epoch is not a training step
     for x, y in batches:
+        s.freeze_late(s.late_frozen(st.step))
         train_batch(s, x, y, s.input_size(st.step))
         st.batch += 1
         st.step += 1
@@ -246,22 +248,22 @@ def _watch_deadline(s: TrainSession) -> None:
     slowed so far that the run would end past its budget, stops it early
     (:func:`resnetlab.engine.replan.deadline_stop`; back to the planned end if it speeds up
     again before that)."""
-    step, size = s.state.step, s.input_size(s.state.step - 1)
+    step, phase = s.state.step, s.phase(s.state.step - 1)
     mark = s.deadline_mark
-    if mark is None or mark[2] != size:  # a new epoch or size: let its first steps pass
-        s.deadline_mark = (step + DEADLINE_SETTLE, None, size)
+    if mark is None or mark[2] != phase:  # a new epoch, size or freeze: let its first steps pass
+        s.deadline_mark = (step + DEADLINE_SETTLE, None, phase)
     elif mark[1] is None:
         if step >= mark[0]:
             _drain(s)
-            s.deadline_mark = (step, time.perf_counter(), size)
+            s.deadline_mark = (step, time.perf_counter(), phase)
     elif step - mark[0] >= deadline_window(s.plan):
         _drain(s)
         now = time.perf_counter()
         step_s = (now - mark[1]) / (step - mark[0])
-        s.deadline_mark = (step, now, size)
-        stop = int(distributed.broadcast_object(deadline_stop(s.plan, size, step_s, now, step)))
+        s.deadline_mark = (step, now, phase)
+        stop = int(distributed.broadcast_object(deadline_stop(s.plan, phase, step_s, now, step)))
         if stop != s.total_steps:
-            _stop_at(s, stop, step_s, size)
+            _stop_at(s, stop, step_s, phase[0])
 
 
 def _stop_at(s: TrainSession, stop: int, step_s: float, size: int | None) -> None:

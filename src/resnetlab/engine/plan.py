@@ -56,6 +56,8 @@ class BudgetCheck:
     val_images: int
     final_images: int
     cap: int
+    # the sample's seconds per step at each input size trained frozen (train.late_freeze)
+    frozen_step_s: tuple[tuple[int | None, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Deadline:
     val_images: int
     final_images: int
     max_steps: int | None = None
+    frozen_step_s: tuple[tuple[int | None, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,16 +146,33 @@ def make_plan(cfg: RunConfig, train_loader: Iterable, *, task: Task, has_val: bo
     if cfg.data.progressive_sizes == "default":  # the data's own sizes are resnetlab.run's to
         cfg = copy.deepcopy(cfg)                 # resolve; the engine alone knows none: full size
         cfg.data.progressive_sizes = []
+    if cfg.train.late_freeze == "default":  # likewise the data's own late freeze: none here
+        cfg = copy.deepcopy(cfg)
+        cfg.train.late_freeze = None
     per_epoch = steps_per_epoch(train_loader, world_size)
     schedule = planned_steps(cfg.train, per_epoch)
     metric = pick_metric(cfg.train, has_val, regression=task.regression)
     if model is not None and not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("the model has no trainable parameters (all requires_grad=False)")
+    if model is not None and cfg.train.late_freeze is not None:
+        _check_late_freeze(model, cfg.train.late_freeze)
     return RunPlan(config=copy.deepcopy(cfg), task=task, steps_per_epoch=per_epoch,
                    schedule_steps=schedule,
                    total_steps=stop_step(cfg.train, schedule),
                    metric=metric, has_val=has_val, world_size=world_size,
                    lr_scales=types.MappingProxyType(dict(lr_scales or {})))
+
+
+def _check_late_freeze(model: nn.Module, late_freeze: float) -> None:
+    """``--late-freeze`` freezes the stem and first stage of ``named_stages()`` (DESIGN.md's
+    model interface): the model must have them, and a later stage besides its head."""
+    named_stages = getattr(model, "named_stages", None)
+    names = [name for name, _ in named_stages()] if callable(named_stages) else []
+    if len(names) < 4:  # the stem, the first stage, a stage that keeps training, the head
+        has = f"its stages are {', '.join(names)}" if names else "it has no named_stages()"
+        raise ConfigError(f"--late-freeze {late_freeze}: {type(model).__name__} needs a stem, a "
+                          f"first stage and a later one to keep training ({has}); "
+                          "pass --late-freeze none")
 
 
 def stop_step(tc: TrainConfig, schedule: int) -> int:

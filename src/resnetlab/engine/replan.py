@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from resnetlab.engine.plan import BudgetCheck, Deadline, RunPlan
-from resnetlab.engine.schedules import warmup_steps
+from resnetlab.engine.schedules import run_phases, warmup_steps
 
 if TYPE_CHECKING:  # budget imports the loop, which imports this module
     from resnetlab.engine.budget import Calibration
@@ -22,13 +22,15 @@ __all__ = ["plan_check", "recheck", "deadline_stop", "deadline_window", "RECHECK
            "RECHECK_TAIL_S", "DEADLINE_MARGIN", "DEADLINE_EVERY", "DEADLINE_SETTLE"]
 
 
-# What the re-plan keeps back.  The later sizes (two thirds of the steps, most of the time)
-# are still estimated from the sample: with 3% kept back, an AVX2 run whose later sizes were
-# sampled fast ended at 310 s of 300 (benchmarks/README.md).  So it keeps the first plan's 7%,
-# and RECHECK_TAIL_S for what follows the final evaluation (the best weights loaded, plots,
-# results, the process's exit: 3-8 s on 2-core CPUs).
-RECHECK_MARGIN = 0.07
-RECHECK_TAIL_S = 8.0
+# What the re-plan keeps back.  The later phases (two thirds of the steps, most of the time)
+# are still estimated from the sample: with 3% kept back and nothing watching, an AVX2 run
+# whose later sizes were sampled fast ended at 310 s of 300 (benchmarks/README.md).  The
+# deadline now watches them (deadline_stop), so 4% is kept back (7% before the deadline:
+# 5-minute AVX2 runs ended at 254-281 s), and RECHECK_TAIL_S for what follows the final
+# evaluation (the best weights loaded, plots, results, the process's exit: 1-3 s on 2-core
+# CPUs in 2026-12-07's runs, up to 8 s once on a loaded one).
+RECHECK_MARGIN = 0.04
+RECHECK_TAIL_S = 5.0
 # Each epoch's checkpoint and log writes, in seconds (what plan_steps counts too).
 EPOCH_S = 0.5
 # The deadline (deadline_stop): what it keeps back of the budget (the plan aims 7% short of
@@ -47,21 +49,21 @@ def plan_check(plan: RunPlan, cal: Calibration, *, budget_s: float, started: flo
                val_images: int, final_images: int, cap: int) -> BudgetCheck | None:
     """When the run planned to ``plan.schedule_steps`` will time its own steps and plan again
     (see :class:`~resnetlab.engine.plan.BudgetCheck`); None when it cannot do so early
-    enough: no warm-up to hide the change in, or too few steps before the first resize, the
-    warm-up's end or the first epoch's end."""
+    enough: no warm-up to hide the change in, or too few steps before the first resize or
+    late freeze, the warm-up's end or the first epoch's end."""
     steps, cfg = plan.schedule_steps, plan.config
-    phases = max(len(cfg.data.progressive_sizes), 1)
     warmup = warmup_steps(cfg.schedule, steps, plan.steps_per_epoch)
-    # the first step whose learning rate or input size depends on the length, and the first
-    # that is saved (an epoch's end) must come after the check
-    limit = min(warmup, -(-steps // phases), plan.steps_per_epoch) - 1
+    # the first step whose learning rate, input size or frozen layers depend on the length,
+    # and the first that is saved (an epoch's end) must come after the check
+    limit = min(warmup, _phases(plan, steps)[0][1], plan.steps_per_epoch) - 1
     at_step = limit * 3 // 4
     from_step = at_step // 4  # past the first steps' one-off costs
     if at_step - from_step < _RECHECK_MIN_STEPS:
         return None
     return BudgetCheck(budget_s=budget_s, started=started, from_step=from_step, at_step=at_step,
-                       size_step_s=cal.size_step_s, eval_image_s=cal.eval_image_s,
-                       val_images=val_images, final_images=final_images, cap=cap)
+                       size_step_s=cal.size_step_s, frozen_step_s=cal.frozen_step_s,
+                       eval_image_s=cal.eval_image_s, val_images=val_images,
+                       final_images=final_images, cap=cap)
 
 
 _RECHECK_MIN_STEPS = 20  # fewer timed steps say no more than the sample before the run
@@ -77,31 +79,36 @@ def recheck(plan: RunPlan, step_s: float, now: float) -> int:
     (:func:`resnetlab.engine.budget.calibrate`), so their ratios hold; timed one size after
     the other, the ratio was off by up to 15% and one size's error reached every other
     (AVX2 plans from 1567 to 1846 steps, ``benchmarks/README.md``).  At least enough steps to
-    keep the steps trained so far in the first resize phase."""
+    keep the steps trained so far in the first phase (one input size, nothing frozen)."""
     check = plan.budget_check
     assert check is not None, "recheck needs a plan with a budget_check"
-    sizes = list(plan.config.data.progressive_sizes) or [None]
-    per_step, eval_image_s = _scaled_costs(plan, check, sizes[0], step_s)
+    seconds, eval_image_s = _scaled_costs(plan, check, _phases(plan)[0][2], step_s)
     left = (check.budget_s * (1.0 - RECHECK_MARGIN) - (now - check.started) - RECHECK_TAIL_S
             - check.final_images * eval_image_s)
     per_epoch_s = check.val_images * eval_image_s + EPOCH_S  # a validation pass and a checkpoint
-    lowest = check.at_step * len(sizes) + 1
-    for total in range(check.cap, lowest, -1):
+    for total in range(check.cap, check.at_step, -1):
+        phases = _phases(plan, total)
+        if phases[0][1] <= check.at_step:  # shorter: the steps trained would change phase
+            return total + 1
         epochs = -(-total // plan.steps_per_epoch)
-        if _steps_cost(check.at_step, total, per_step) + epochs * per_epoch_s <= left:
+        if _steps_cost(check.at_step, total, phases, seconds) + epochs * per_epoch_s <= left:
             return total
-    return lowest
+    return check.at_step + 1
 
 
-def _steps_cost(done: int, total: int, per_step: list[float]) -> float:
-    """Seconds for steps ``done`` .. ``total - 1`` of a run of ``total`` steps whose equal
-    phases cost ``per_step`` seconds a step each (``input_size_schedule``'s phases)."""
-    phases = len(per_step)
-    cost = 0.0
-    for p, seconds in enumerate(per_step):
-        first, end = -(-p * total // phases), -(-(p + 1) * total // phases)
-        cost += max(0, end - max(first, done)) * seconds
-    return cost
+def _phases(plan: RunPlan, total: int | None = None) -> list:
+    """``run_phases`` of ``plan``'s sizes and late freeze for a run of ``total`` steps (the
+    plan's own length by default)."""
+    cfg = plan.config
+    return run_phases(list(cfg.data.progressive_sizes), cfg.train.late_freeze,
+                      plan.schedule_steps if total is None else total)
+
+
+def _steps_cost(done: int, end: int, phases: list, seconds: dict) -> float:
+    """Seconds for steps ``done`` .. ``end - 1`` of a run whose ``phases``
+    (:func:`~resnetlab.engine.schedules.run_phases`) cost ``seconds[(size, frozen)]`` a step."""
+    return sum(max(0, min(last, end) - max(first, done)) * seconds[key]
+               for first, last, key in phases)
 
 
 def deadline_window(plan: RunPlan) -> int:
@@ -109,15 +116,17 @@ def deadline_window(plan: RunPlan) -> int:
     resize phase of the plan holds two windows after its first ``DEADLINE_SETTLE`` steps
     (small data: 39 steps an epoch would otherwise never be looked at), at least
     ``DEADLINE_MIN_WINDOW``."""
-    phases = max(len(plan.config.data.progressive_sizes), 1)
-    span = min(plan.steps_per_epoch, plan.schedule_steps // phases) - DEADLINE_SETTLE
+    shortest = min(end - first for first, end, _ in _phases(plan))
+    span = min(plan.steps_per_epoch, shortest) - DEADLINE_SETTLE
     return min(DEADLINE_EVERY, max(DEADLINE_MIN_WINDOW, span // 2))
 
 
-def deadline_stop(plan: RunPlan, size: int | None, step_s: float, now: float, step: int) -> int:
-    """The step at which a run that has trained ``step`` steps, the latest at input ``size``
-    in ``step_s`` seconds each, must stop to end inside its budget (``plan.deadline``) at
-    ``now``: its planned end (the schedule's, or its own ``train.max_steps``) when that fits.
+def deadline_stop(plan: RunPlan, phase: tuple[int | None, bool], step_s: float, now: float,
+                  step: int) -> int:
+    """The step at which a run that has trained ``step`` steps, the latest in ``phase``
+    (input size, frozen) in ``step_s`` seconds each, must stop to end inside its budget
+    (``plan.deadline``) at ``now``: its planned end (the schedule's, or its own
+    ``train.max_steps``) when that fits.
 
     The rate scales every size's sample and the evaluation's, as :func:`recheck` does; the
     rest of the run is the steps to the stop (in the planned schedule's phases), a
@@ -125,15 +134,16 @@ def deadline_stop(plan: RunPlan, size: int | None, step_s: float, now: float, st
     the final evaluation and ``RECHECK_TAIL_S``, all inside ``DEADLINE_MARGIN`` of the end."""
     deadline = plan.deadline
     assert deadline is not None, "deadline_stop needs a plan with a deadline"
-    per_step, eval_image_s = _scaled_costs(plan, deadline, size, step_s)
+    seconds, eval_image_s = _scaled_costs(plan, deadline, phase, step_s)
     left = (deadline.budget_s * (1.0 - DEADLINE_MARGIN) - (now - deadline.started)
             - RECHECK_TAIL_S - deadline.final_images * eval_image_s)
     schedule, per_epoch = plan.schedule_steps, plan.steps_per_epoch
     per_validation = deadline.val_images * eval_image_s + EPOCH_S
     validated = (step - 1) // per_epoch  # epochs whose validation is done
+    phases = _phases(plan)
 
     def cost(stop: int) -> float:
-        steps = _steps_cost(step, schedule, per_step) - _steps_cost(stop, schedule, per_step)
+        steps = _steps_cost(step, stop, phases, seconds)
         return steps + (-(-stop // per_epoch) - validated) * per_validation
 
     low, high = step, min(schedule, deadline.max_steps or schedule)  # the stop lies in between
@@ -145,13 +155,20 @@ def deadline_stop(plan: RunPlan, size: int | None, step_s: float, now: float, st
     return low
 
 
-def _scaled_costs(plan: RunPlan, deadline: Deadline, size: int | None,
-                  step_s: float) -> tuple[list[float], float]:
-    """Seconds per step of each resize phase, and per evaluated image, at the rate the run
-    trains ``size`` now: the sample scaled by that rate against its own for ``size``."""
+def _scaled_costs(plan: RunPlan, deadline: Deadline | BudgetCheck, phase: tuple[int | None, bool],
+                  step_s: float) -> tuple[dict, float]:
+    """Seconds per step of each ``(input size, frozen)`` phase, and per evaluated image, at
+    the rate the run trains ``phase`` now: the sample scaled by that rate against its own
+    for ``phase``.  A phase that was not sampled costs its size's other phase (a frozen one
+    its size's unfrozen step: the larger), else the sampled ``phase``'s."""
     sizes = list(plan.config.data.progressive_sizes) or [None]
-    sampled = dict(deadline.size_step_s)
-    if size not in sampled:  # no sample of this size: every size at the run's rate
-        return [step_s] * len(sizes), deadline.eval_image_s
-    speed = step_s / sampled[size]
-    return [sampled.get(s, sampled[size]) * speed for s in sizes], deadline.eval_image_s * speed
+    sampled = {(size, False): s for size, s in deadline.size_step_s}
+    sampled |= {(size, True): s for size, s in deadline.frozen_step_s}
+    keys = [(size, frozen) for size in sizes for frozen in (False, True)]
+    if phase not in sampled:  # no sample of this phase: every phase at the run's rate
+        return dict.fromkeys(keys, step_s), deadline.eval_image_s
+    speed = step_s / sampled[phase]
+    def sample(size: int | None, frozen: bool) -> float:
+        return sampled.get((size, frozen)) or sampled.get((size, not frozen)) or sampled[phase]
+
+    return {key: sample(*key) * speed for key in keys}, deadline.eval_image_s * speed

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from resnetlab.engine.config import ScheduleConfig
 from resnetlab.utils.errors import ConfigError
 
-__all__ = ["lr_schedule", "warmup_steps", "SCHEDULES", "input_size_schedule", "resize_batch"]
+__all__ = ["lr_schedule", "warmup_steps", "SCHEDULES", "input_size_schedule", "resize_batch",
+           "late_freeze_schedule", "run_phases"]
 
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 
@@ -107,6 +108,31 @@ def _no_resize(step: int) -> None:
 
 def _size_at(step: int, *, sizes: tuple[int, ...], total: int) -> int:
     return sizes[min(step * len(sizes) // total, len(sizes) - 1)]
+
+
+def late_freeze_schedule(late_freeze: float | None, total_steps: int) -> Callable[[int], bool]:
+    """``train.late_freeze`` as a pure function of the step: True from step
+    ``int(late_freeze * total_steps)`` on (the stem and first stage frozen), never without it."""
+    start = math.inf if late_freeze is None else int(late_freeze * max(int(total_steps), 1))
+    return functools.partial(_at_or_after, start=start)
+
+
+def _at_or_after(step: int, *, start: float) -> bool:
+    return step >= start
+
+
+def run_phases(sizes: list[int], late_freeze: float | None,
+               total_steps: int) -> list[tuple[int, int, tuple[int | None, bool]]]:
+    """``(first step, end step, (input size, frozen))`` of each stretch of a run of
+    ``total_steps`` that trains one input size with the same layers frozen, in order: what a
+    step costs is the same throughout a stretch (the time budget's unit of planning)."""
+    total = max(int(total_steps), 1)
+    size_at, frozen_at = input_size_schedule(sizes, total), late_freeze_schedule(late_freeze, total)
+    bounds = {0, total} | {-(-p * total // len(sizes)) for p in range(1, len(sizes))}
+    if late_freeze is not None:
+        bounds.add(min(int(late_freeze * total), total))
+    edges = sorted(bounds)
+    return [(a, b, (size_at(a), frozen_at(a))) for a, b in zip(edges, edges[1:]) if b > a]
 
 
 def resize_batch(x: torch.Tensor, size: int | None) -> torch.Tensor:

@@ -27,12 +27,13 @@ from resnetlab.engine.metrics import StepRecorder, StepStat
 from resnetlab.engine.optim import build_optimizer
 from resnetlab.engine.plan import RunPlan, steps_per_epoch
 from resnetlab.engine.runtime import Runtime, prepare_runtime
-from resnetlab.engine.schedules import input_size_schedule, lr_schedule
+from resnetlab.engine.schedules import input_size_schedule, late_freeze_schedule, lr_schedule
 from resnetlab.engine.state import TrainProgress
 from resnetlab.engine.task import Task
 from resnetlab.engine.tracker import Tracker
 
-__all__ = ["TrainSession", "Window", "open_session", "steps_per_epoch", "epoch_batches"]
+__all__ = ["TrainSession", "Window", "open_session", "steps_per_epoch", "epoch_batches",
+           "late_freeze_params"]
 
 
 @dataclass
@@ -89,8 +90,13 @@ class TrainSession:
     # time.perf_counter() at the budget check's first timed step (engine.replan)
     budget_mark: float | None = None
     # the deadline's timing window: (first step, its time.perf_counter() or None until the
-    # window starts, input size); None at each epoch's start (engine.replan.deadline_stop)
-    deadline_mark: tuple[int, float | None, int | None] | None = None
+    # window starts, input size and frozen or not); None at each epoch's start
+    # (engine.replan.deadline_stop)
+    deadline_mark: tuple[int, float | None, tuple[int | None, bool]] | None = None
+    # train.late_freeze: whether a step trains with the stem and first stage frozen, and the
+    # parameters the freeze turned off while it holds (None: not frozen now)
+    late_frozen: Callable[[int], bool] = field(default_factory=lambda: late_freeze_schedule(None, 1))
+    frozen_late: list[nn.Parameter] | None = None
 
     def adopt(self, plan: RunPlan) -> None:
         """Train to ``plan`` from here on: a time budget's re-plan, which changes only the
@@ -99,8 +105,29 @@ class TrainSession:
         self.plan = plan
         self.lr_fn = lr_schedule(cfg.schedule, cfg.optim.lr, plan.schedule_steps, plan.steps_per_epoch)
         self.input_size = input_size_schedule(cfg.data.progressive_sizes, plan.schedule_steps)
+        self.late_frozen = late_freeze_schedule(cfg.train.late_freeze, plan.schedule_steps)
         self.guard.lr_fn = self.lr_fn
         self.display.set_length(plan.total_steps, cfg.train.epochs)
+
+    def phase(self, step: int) -> tuple[int | None, bool]:
+        """What a step's cost depends on: its input size, and whether it trains frozen."""
+        return self.input_size(step), self.late_frozen(step)
+
+    def freeze_late(self, frozen: bool) -> None:
+        """The stem and first stage stop training (True) or train again (False):
+        ``train.late_freeze``.  Only the parameters that were training are turned off and
+        back on (a fine-tune's own ``--freeze`` stays), and under torchrun the DDP wrapper is
+        built anew, since it fixes at construction which parameters send gradients."""
+        if frozen == (self.frozen_late is not None):
+            return
+        if frozen:
+            self.frozen_late = [p for p in late_freeze_params(self.model) if p.requires_grad]
+        for p in self.frozen_late or []:
+            p.requires_grad_(not frozen)
+        if not frozen:
+            self.frozen_late = None
+        if self.rt.dist.world_size > 1:
+            self.net = _training_net(self.model, self.rt, self.cfg.train.compile)
 
     @property
     def cfg(self) -> RunConfig:
@@ -159,6 +186,13 @@ def epoch_batches(loader: Iterable, epoch: int, start: int = 0, steps: int | Non
     return itertools.islice(it, None if steps is None else max(steps - start, 0))
 
 
+def late_freeze_params(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters ``train.late_freeze`` freezes: the stem's and the first stage's
+    (``named_stages()``, DESIGN.md's model interface)."""
+    stages = list(model.named_stages())[:2]
+    return [p for _, stage in stages for p in stage.parameters()]
+
+
 def _placed(model: nn.Module, rt: Runtime, compile: bool,
             sync_bn: bool = False) -> tuple[nn.Module, nn.Module]:
     """The module that trains (DDP under torchrun, SyncBN and compiled on request) and the one
@@ -168,11 +202,16 @@ def _placed(model: nn.Module, rt: Runtime, compile: bool,
         model.to(memory_format=torch.channels_last)
     if sync_bn:
         distributed.convert_sync_bn(model, rt.device)
-    base = distributed.wrap_ddp(model, rt.device)
-    net = torch.compile(base) if compile else base
-    if base is model:
+    net = _training_net(model, rt, compile)
+    if rt.dist.world_size == 1:
         return net, net
     return net, torch.compile(model) if compile else model
+
+
+def _training_net(model: nn.Module, rt: Runtime, compile: bool) -> nn.Module:
+    """``model`` as it trains: in DDP under torchrun, compiled on request."""
+    base = distributed.wrap_ddp(model, rt.device)
+    return torch.compile(base) if compile else base
 
 
 def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None,
@@ -196,6 +235,7 @@ def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable 
         train_loader=train_loader, val_loader=val_loader, num_classes=num_classes,
         optimizer=optimizer, lr_fn=lr_fn,
         input_size=input_size,
+        late_frozen=late_freeze_schedule(tc.late_freeze, plan.schedule_steps),
         scaler=scaler, ema=ModelEma(model, tc.ema_decay) if tc.ema_decay else None,
         guard=NonFiniteGuard(model, optimizer, scaler, tc.max_nonfinite_steps, lr_fn),
         # the loop drains every log_every steps and at each epoch end

@@ -68,11 +68,13 @@ def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: 
     if steps < min(MIN_STEPS, plan.schedule_steps):  # cut below a training run's length
         raise ConfigError(_too_short(tc.time_budget, steps, cal, spent_s))
     if distributed.is_main():
-        say(f"time budget {format_duration(budget_s)}: one step {1000 * cal.step_s:.0f} ms, "
+        say(f"time budget {format_duration(budget_s)}: one step {1000 * cal.step_s:.0f} ms"
+            f"{_phase_label(cal)}, "
             f"evaluation {1000 * cal.eval_image_s:.2f} ms/image, {spent_s:.0f} s spent so far "
             f"-> {steps} steps ({steps / per_epoch:.1f} epochs"
             f"{'' if steps < plan.schedule_steps else ', all that were asked for'})")
     deadline = Deadline(budget_s=budget_s, started=started, size_step_s=cal.size_step_s,
+                        frozen_step_s=cal.frozen_step_s,
                         eval_image_s=cal.eval_image_s, val_images=val_images,
                         final_images=final_images, max_steps=tc.max_steps)
     planned = dataclasses.replace(plan.with_steps(steps), deadline=deadline)
@@ -84,6 +86,17 @@ def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: 
     # the warm-up in steps, so that the re-plan leaves it (and every step before it) as it is
     warmup = warmup_steps(planned.config.schedule, steps, per_epoch)
     return planned.with_steps(steps, warmup_steps=warmup, check=check)
+
+
+def _phase_label(cal: Calibration) -> str:
+    """`` (20 px 97, 24 px 132, 28 px frozen 128 ms)``: each phase's sample, when there are
+    several."""
+    phases = [(size, False, s) for size, s in cal.size_step_s]
+    phases += [(size, True, s) for size, s in cal.frozen_step_s]
+    if len(phases) < 2:
+        return ""
+    return " (" + ", ".join(f"{'' if size is None else f'{size} px '}{'frozen ' if frozen else ''}"
+                            f"{1000 * s:.0f}" for size, frozen, s in phases) + " ms)"
 
 
 def _rank_share(images: float) -> int:

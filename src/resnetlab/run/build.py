@@ -120,17 +120,27 @@ def flip_tta_applies(cfg: RunConfig, bundle: Any) -> bool:
 
 
 def as_built(cfg: RunConfig, bundle: Any) -> RunConfig:
-    """``cfg`` with ``data.augment``, ``data.progressive_sizes`` and ``train.tta`` as the data
-    really gets them, so the run's config.yaml says what happened (``default`` becomes e.g.
-    ``flip`` and ``[20, 24, 28]``, or ``none`` and ``[]``) and ``--config RUN/config.yaml``
-    repeats it.  Tables keep their augmentation (they are never augmented)."""
+    """``cfg`` with ``data.augment``, ``data.progressive_sizes``, ``train.late_freeze`` and
+    ``train.tta`` as the data really gets them, so the run's config.yaml says what happened
+    (``default`` becomes e.g. ``flip``, ``[20, 24, 28]`` and 0.67, or ``none``, ``[]`` and null)
+    and ``--config RUN/config.yaml`` repeats it.  Tables keep their augmentation (they are never augmented)."""
     out = copy.deepcopy(cfg)
+    image_model = model_info(cfg.model.name).get("input_kind", "image") == "image"
     if out.data.progressive_sizes == "default":  # an MLP reads images of one fixed size
-        image_model = model_info(cfg.model.name).get("input_kind", "image") == "image"
         out.data.progressive_sizes = own_progressive_sizes(cfg.data.name, bundle) if image_model else []
+    if out.train.late_freeze == "default":  # an MLP-ResNet has no stages to freeze early
+        out.train.late_freeze = own_late_freeze(cfg.data.name, bundle) if image_model else None
     if bundle.meta.get("kind") == "image" and "augment" in bundle.meta:
         out.data.augment, out.train.tta = str(bundle.meta["augment"]), flip_tta_applies(cfg, bundle)
     return out
+
+
+def own_late_freeze(data_name: str, bundle: Any) -> float | None:
+    """A named image data set's own ``train.late_freeze`` (``default``); none for folders and
+    tables."""
+    if bundle.meta.get("kind") != "image" or data_name not in DATASETS:
+        return None
+    return DATASETS[data_name].late_freeze
 
 
 def own_progressive_sizes(data_name: str, bundle: Any) -> list[int]:
