@@ -29,10 +29,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 # The 5-minute AVX2 fp32 work (benchmarks/README.md row 19): 1700 steps of 128 images, the
-# first, second and last third at 20, 24 and 28 px.  Every variant below keeps that work
-# unless its name says otherwise, so the accuracies compare at equal cost.
+# first, second and last third at 20, 24 and 28 px, every layer trained to the end (the
+# default recipe before its late freeze).  Every variant below keeps that work unless its
+# name says otherwise, so the accuracies compare at equal cost.
 WORK = ["--progressive-sizes", "20,24,28", "--set", "train.steps=1700",
-        "--epochs", "4"]
+        "--epochs", "4", "--late-freeze", "none"]
 VARIANTS: dict[str, list[str]] = {
     "base": [],
     "ema99": ["--ema", "0.99"],
@@ -59,6 +60,14 @@ VARIANTS: dict[str, list[str]] = {
     "zinit": ["--zero-init-last"],
     "zinit+lr0.3": ["--zero-init-last", "--lr", "0.3"],
     "ls0.05": ["--label-smoothing", "0.05"],
+    # seventh round: the stem and first stage frozen from a fraction of the steps (FreezeOut)
+    # at the same AVX2 seconds: a frozen step costs 0.72x / 0.63x / 0.64x at 20 / 24 / 28 px
+    # (2-core Xeon capped, bare steps of batch 128), so the base work buys 2043 steps frozen
+    # from 2/3 and 2193 from 1/2; fz67-1700 is the freeze at equal steps.  (Screened as a
+    # scratch patch before --late-freeze existed, which froze one step later.)
+    "fz67-eq": ["--late-freeze", "0.6667", "--set", "train.steps=2043", "--epochs", "6"],
+    "fz50-eq": ["--late-freeze", "0.5", "--set", "train.steps=2193", "--epochs", "6"],
+    "fz67-1700": ["--late-freeze", "0.6667"],
 }
 
 # Seconds per training step at each input size against 20 px on the AVX2 fp32 path, timed in

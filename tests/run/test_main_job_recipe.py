@@ -13,13 +13,14 @@ from helpers import FLAGS, TINY, cli, needs_fmnist, one_line_error, write_folder
 from resnetlab import run
 from resnetlab.cli.options import flag_overrides
 from resnetlab.engine.config import OPTIONS
-from resnetlab.run.build import own_progressive_sizes
+from resnetlab.run.build import own_late_freeze, own_progressive_sizes
 
 
 def test_the_default_recipe_is_the_five_minute_main_job():
     cfg = run.load_recipe("default")
     assert cfg.train.time_budget == "5m" and cfg.train.epochs == 6
     assert cfg.data.progressive_sizes == "default" and cfg.optim.lr == 0.2
+    assert cfg.train.late_freeze == "default"
 
 
 @pytest.mark.parametrize("given, budget, steps", [
@@ -51,6 +52,9 @@ def test_none_turns_the_budget_and_the_resizing_off():
     assert _flag("data.progressive_sizes", "none") == {"data.progressive_sizes": []}
     assert _flag("data.progressive_sizes", "default") == {"data.progressive_sizes": "default"}
     assert _flag("data.progressive_sizes", "20,28") == {"data.progressive_sizes": [20, 28]}
+    assert _flag("train.late_freeze", "none") == {"train.late_freeze": None}
+    assert _flag("train.late_freeze", "0.5") == {"train.late_freeze": "0.5"}  # coerced later
+    assert run.config_with("default", {"train.late_freeze": "0.5"}).train.late_freeze == 0.5
 
 
 def _bundle(kind: str, shape: tuple[int, ...]) -> SimpleNamespace:
@@ -65,6 +69,20 @@ def test_the_data_own_sizes_are_fashion_mnist_at_its_stored_size_only():
     assert own_progressive_sizes("csv:t.csv", _bundle("table", (8,))) == []
 
 
+def test_the_data_own_late_freeze_is_fashion_mnist_only():
+    assert own_late_freeze("fashion-mnist", _bundle("image", (1, 28, 28))) == 0.67
+    assert own_late_freeze("cifar10", _bundle("image", (3, 32, 32))) is None  # not measured
+    assert own_late_freeze("folder:x", _bundle("image", (1, 28, 28))) is None
+    assert own_late_freeze("csv:t.csv", _bundle("table", (8,))) is None
+
+
+@pytest.mark.parametrize("value, says", [("1.5", "--late-freeze 1.5: must be a fraction of the run in (0, 1)"),
+                                         ("soon", "--late-freeze 'soon': must be a fraction")])
+def test_a_bad_late_freeze_is_one_line(value, says, tmp_path, capsys):
+    code, _, err = cli(capsys, "train", "--late-freeze", value, "--runs-dir", tmp_path)
+    assert code == 2 and one_line_error(err).startswith("error: " + says)
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return write_folder(tmp_path_factory.mktemp("data") / "animals")
@@ -73,9 +91,10 @@ def folder(tmp_path_factory):
 def test_a_folder_with_the_default_recipe_trains_at_full_size(folder, tmp_path, capsys):
     code, out, _ = cli(capsys, "train", f"--data=folder:{folder}", *FLAGS, "--runs-dir", tmp_path,
                        "--name", "f")
-    assert code == 0 and "input sizes" not in out
+    assert code == 0 and "input sizes" not in out and "late freeze" not in out
     saved = yaml.safe_load((tmp_path / "f" / "config.yaml").read_text())
     assert saved["data"]["progressive_sizes"] == [] and saved["train"]["time_budget"] is None
+    assert saved["train"]["late_freeze"] is None  # default: a folder's own is none
 
 
 @needs_fmnist
@@ -85,10 +104,46 @@ def test_fashion_mnist_records_the_sizes_it_trained_at(tmp_path, capsys):
                        "--device", "cpu", "--no-download", "--no-progress", "--epochs", "1",
                        "--test-size", "256", "--runs-dir", tmp_path, "--name", "m")
     assert code == 0 and "20 px -> 24 px -> 28 px" in out
+    assert "late freeze" not in out  # no budget cuts these epochs: every layer trains
     saved = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())
     assert saved["data"]["progressive_sizes"] == [20, 24, 28]
+    assert saved["train"]["late_freeze"] is None
     again = run.load_recipe(tmp_path / "m" / "config.yaml")  # reruns the same sizes
-    assert again.data.progressive_sizes == [20, 24, 28]
+    assert again.data.progressive_sizes == [20, 24, 28] and again.train.late_freeze is None
+
+
+def _fake_calibration(step_s: float):
+    from resnetlab.engine.budget import Calibration
+
+    sizes = tuple((size, step_s * cost) for size, cost in ((20, 1.0), (24, 1.4), (28, 2.0)))
+    return Calibration(step_s=step_s * 4.4 / 3, eval_image_s=0.0001, measured_steps=10, calibrate_s=0.0,
+                       size_step_s=sizes, frozen_step_s=((28, step_s * 1.3),))
+
+
+@needs_fmnist
+@pytest.mark.parametrize("step_s, frozen", [(0.0005, None), (0.8, 0.67)])
+def test_a_budget_that_cuts_the_epochs_short_freezes_late(tmp_path, capsys, monkeypatch, step_s, frozen):
+    seen = {}
+
+    def fake(*args, also_freeze=None, **kwargs):
+        seen["also_freeze"] = also_freeze
+        return _fake_calibration(step_s)
+
+    monkeypatch.setattr("resnetlab.run.budget.calibrate", fake)
+    code, out, err = cli(capsys, "train", "--model", "resnet20", "--width-mult", "0.25",
+                         "--train-size", "512", "--val-size", "256", "--batch-size", "64",
+                         "--device", "cpu", "--no-download", "--no-progress", "--epochs", "6",
+                         "--time-budget", "40s", "--test-size", "256", "--runs-dir", tmp_path,
+                         "--name", "b")
+    assert code == 0, err
+    assert seen["also_freeze"] == 0.67  # the freeze is timed either way
+    saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["train"]
+    assert saved["late_freeze"] == frozen
+    if frozen:  # 48 steps at 0.8-1.6 s do not fit in 40 s: frozen 28 px steps are cheaper
+        assert "stem and first stage frozen from 67% of them" in err
+        assert "stem + first stage frozen from 67% of the steps" in out
+    else:  # every epoch fits: every layer trains to the end
+        assert "all that were asked for" in err and "frozen" not in err + out
 
 
 def test_the_budget_caps_the_epochs_it_is_given(folder, tmp_path, capsys, monkeypatch):
@@ -124,4 +179,4 @@ def test_an_mlp_on_fashion_mnist_trains_at_its_one_size(tmp_path, capsys):
                        "--runs-dir", tmp_path, "--name", "mlp")
     assert code == 0 and "input sizes" not in out
     saved = yaml.safe_load((tmp_path / "mlp" / "config.yaml").read_text())
-    assert saved["data"]["progressive_sizes"] == []
+    assert saved["data"]["progressive_sizes"] == [] and saved["train"]["late_freeze"] is None

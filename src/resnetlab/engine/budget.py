@@ -26,14 +26,14 @@ from resnetlab.engine.config import RunConfig
 from resnetlab.engine.loop import folded_for_eval, train_batch
 from resnetlab.engine.plan import RunPlan, make_plan
 from resnetlab.engine.replan import EPOCH_S
-from resnetlab.engine.schedules import run_phases
 from resnetlab.engine.runtime import global_flags, restore_flags, to_device
+from resnetlab.engine.schedules import run_phases
 from resnetlab.engine.session import epoch_batches, open_session
 from resnetlab.engine.task import Classification
 from resnetlab.utils.device import autocast
 from resnetlab.utils.errors import ConfigError
 
-__all__ = ["Calibration", "calibrate", "plan_steps", "MIN_STEPS"]
+__all__ = ["Calibration", "calibrate", "plan_steps", "mean_step_s", "MIN_STEPS"]
 
 # Fewer steps than this is not a training run; the budget is too small for the recipe.
 MIN_STEPS = 20
@@ -63,7 +63,7 @@ CALIBRATION_SHARE = 0.1
 
 def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor | None,
               plan: RunPlan | RunConfig, *, steps: int = 10, warmup: int = 4,
-              budget_s: float | None = None) -> Calibration:
+              budget_s: float | None = None, also_freeze: float | None = None) -> Calibration:
     """Time ``steps`` training steps at each input size of the run (after ``warmup`` untimed
     ones per size, which create the oneDNN primitives and caches; the sizes in turn, see
     :func:`_time_sizes`) and two forward passes of ``eval_batch``, on a copy of ``model`` with
@@ -71,6 +71,8 @@ def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor
 
     With ``budget_s``, timing stops once it has used ``CALIBRATION_SHARE`` of the budget (the
     warm-up half of that), keeping at least one warm-up and two timed steps per input size.
+    ``also_freeze``: time the phases of the same run frozen from this fraction too
+    (``train.late_freeze``), so that the plan can be made either way (:func:`mean_step_s`).
     """
     if isinstance(plan, RunConfig):  # a benchmark's config: planned here, on this loader
         plan = make_plan(plan, train_loader, task=Classification(2), has_val=True)
@@ -83,7 +85,8 @@ def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor
         with tempfile.TemporaryDirectory() as tmp:
             s = open_session(scratch, train_loader, None, plan, Path(tmp), num_classes=1,
                              progress=False)
-            step_s, startup_s, timed, by_phase = _time_schedule(s, steps, warmup, deadline)
+            step_s, startup_s, timed, by_phase = _time_schedule(s, steps, warmup, deadline,
+                                                                also_freeze)
             image_s = _time_eval(s, eval_batch) if eval_batch is not None else 0.0
     finally:
         restore_flags(flags)
@@ -92,23 +95,42 @@ def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor
                        frozen_step_s=tuple((size, t) for (size, frozen), t in by_phase if frozen))
 
 
-def _time_schedule(s, steps: int, warmup: int,
-                   deadline: float | None = None) -> tuple[float, float, int, tuple]:
+def _time_schedule(s, steps: int, warmup: int, deadline: float | None = None,
+                   also_freeze: float | None = None) -> tuple[float, float, int, tuple]:
     """Seconds per step averaged over the run's phases of input size and late freeze (each
     weighted by its share of the steps), the warm-ups' extra seconds, the number of timed
-    steps, and ``((size, frozen), seconds per step)`` for each phase (``(None, False)``: the
-    data's own size, nothing frozen)."""
-    cfg = s.cfg
+    steps, and ``((size, frozen), seconds per step)`` for each phase timed (``(None,
+    False)``: the data's own size, nothing frozen), those of a freeze from ``also_freeze``
+    too."""
+    sizes, late = list(s.cfg.data.progressive_sizes), s.cfg.train.late_freeze
+    phases = list(_shares(sizes, late))
+    if also_freeze is not None:
+        phases += [phase for phase in _shares(sizes, also_freeze) if phase not in phases]
+    by_phase, extra, timed = _time_sizes(s, phases, steps, warmup, deadline)
+    return _mean(by_phase, sizes, late), extra, timed, tuple(by_phase.items())
+
+
+def _shares(sizes: list[int], late_freeze: float | None) -> dict:
+    """``{(size, frozen): share of the steps}`` of a run's phases, without slivers (0.67 of a
+    run in thirds leaves 0.3% unfrozen at the last size: not worth its warm-up and timed
+    steps; the plans cost it as its size's other phase)."""
     shares: dict = {}
-    for first, end, phase in run_phases(list(cfg.data.progressive_sizes), cfg.train.late_freeze,
-                                        _SHARE_STEPS):
+    for first, end, phase in run_phases(sizes, late_freeze, _SHARE_STEPS):
         shares[phase] = shares.get(phase, 0.0) + (end - first) / _SHARE_STEPS
-    # a sliver (0.67 of a run in thirds leaves 0.3% unfrozen at the last size) is not worth
-    # its warm-up and timed steps; the re-plan costs it as its size's other phase
-    shares = {phase: share for phase, share in shares.items() if share >= _SLIVER}
-    by_phase, extra, timed = _time_sizes(s, list(shares), steps, warmup, deadline)
-    step_s = sum(by_phase[phase] * share for phase, share in shares.items())
-    return step_s, extra, timed, tuple(by_phase.items())
+    return {phase: share for phase, share in shares.items() if share >= _SLIVER}
+
+
+def _mean(by_phase: dict, sizes: list[int], late_freeze: float | None) -> float:
+    shares = _shares(sizes, late_freeze)
+    return sum(by_phase[phase] * share for phase, share in shares.items()) / sum(shares.values())
+
+
+def mean_step_s(cal: Calibration, sizes: list[int], late_freeze: float | None) -> float:
+    """Seconds per step of a run with these progressive ``sizes``, frozen from
+    ``late_freeze`` (None: never), from ``cal``'s samples (which must hold its phases)."""
+    by_phase = {(size, False): t for size, t in cal.size_step_s}
+    by_phase |= {(size, True): t for size, t in cal.frozen_step_s}
+    return _mean(by_phase, sizes, late_freeze)
 
 
 _SHARE_STEPS = 10**6  # a run this long gives each phase its share of the steps to 1e-6

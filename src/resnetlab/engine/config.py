@@ -255,10 +255,11 @@ class TrainConfig:
     # backward pass is skipped.  That stage works at full resolution: frozen, a 28 px step of
     # ResNet-20 costs 0.64x on a 2-core AVX2 CPU, which buys more steps in a time budget
     # (benchmarks/README.md, issue 25).  ``default``: the data's own (Fashion-MNIST 0.67, the
-    # last of its three resize phases; others none), written into config.yaml as the number.
+    # last of its three resize phases; others none) when a time budget cuts the run short of
+    # its epochs, else none; written into config.yaml as the number or null.
     late_freeze: float | str | None = opt(
         None, flag="--late-freeze",
-        help="From this fraction of the steps on, the stem and first stage stop training (their backward pass is skipped: faster steps), e.g. 0.67; default: the data's own (Fashion-MNIST 0.67); none: every layer trains to the end.",
+        help="From this fraction of the steps on, the stem and first stage stop training (their backward pass is skipped: faster steps), e.g. 0.67; default: the data's own (Fashion-MNIST 0.67) when the time budget cuts the epochs short; none: every layer trains to the end.",
         check=Check(lambda v: v == "default" or _in(0, 1, lo_open=True, hi_open=True)(v),
                     "must be a fraction of the run in (0, 1), e.g. 0.67, default or none"))
     tta: bool = opt(False, flag="--tta", help="Flip test-time augmentation in the final evaluation (only when training flips: never for a folder without --augment flip).")

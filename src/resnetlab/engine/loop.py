@@ -242,12 +242,13 @@ def _check_budget(s: TrainSession) -> None:
 
 
 def _watch_deadline(s: TrainSession) -> None:
-    """A time-budgeted run times its steps in windows (:func:`~resnetlab.engine.replan.
-    deadline_window` steps, each inside one epoch and one input size, from
-    ``DEADLINE_SETTLE`` steps in) and, when the machine has
-    slowed so far that the run would end past its budget, stops it early
-    (:func:`resnetlab.engine.replan.deadline_stop`; back to the planned end if it speeds up
-    again before that)."""
+    """A time-budgeted run looks at its deadline every :func:`~resnetlab.engine.replan.
+    deadline_window` steps and, when the machine has slowed so far that the run would end
+    past its budget, stops it early (:func:`resnetlab.engine.replan.deadline_stop`; back to
+    the planned end if it speeds up again before that).  The rate is that of every step of
+    this epoch and phase (size, freeze) since its first ``DEADLINE_SETTLE``: one window's
+    rate swung 105-119 ms on a quiet 2-core CPU, and projected over the rest of a run it
+    stopped and resumed runs dozens of times (benchmarks/README.md, issue 25)."""
     step, phase = s.state.step, s.phase(s.state.step - 1)
     mark = s.deadline_mark
     if mark is None or mark[2] != phase:  # a new epoch, size or freeze: let its first steps pass
@@ -256,11 +257,10 @@ def _watch_deadline(s: TrainSession) -> None:
         if step >= mark[0]:
             _drain(s)
             s.deadline_mark = (step, time.perf_counter(), phase)
-    elif step - mark[0] >= deadline_window(s.plan):
+    elif step > mark[0] and (step - mark[0]) % deadline_window(s.plan) == 0:
         _drain(s)
         now = time.perf_counter()
         step_s = (now - mark[1]) / (step - mark[0])
-        s.deadline_mark = (step, now, phase)
         stop = int(distributed.broadcast_object(deadline_stop(s.plan, phase, step_s, now, step)))
         if stop != s.total_steps:
             _stop_at(s, stop, step_s, phase[0])
@@ -271,10 +271,13 @@ def _stop_at(s: TrainSession, stop: int, step_s: float, size: int | None) -> Non
     that a rerun of it stops there too), and say why."""
     deadline, end = s.plan.deadline, s.plan.schedule_steps
     planned = min(end, deadline.max_steps or end)
+    was_stopping = s.cfg.train.budget_stop is not None
     s.adopt(s.plan.with_stop(stop if stop < planned else None))
     if s.main:
         s.cfg.to_yaml(s.run_dir / "config.yaml")
         at = f" at {size} px" if size else ""
+        if (stop < planned) == was_stopping:  # a stop moved: said once is enough
+            return
         if stop < planned:
             s.display.notice(f"time budget: steps{at} now take {1000 * step_s:.0f} ms, slower than "
                              f"planned; stopping at step {stop} of {end} to end inside the budget "

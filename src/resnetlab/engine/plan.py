@@ -122,6 +122,12 @@ class RunPlan:
         return dataclasses.replace(self, config=config, schedule_steps=steps,
                                    total_steps=stop_step(train, steps), budget_check=check)
 
+    def with_late_freeze(self, late_freeze: float | None) -> RunPlan:
+        """This plan with ``train.late_freeze`` set: what a time budget decides for the
+        recipe's ``default`` (the data's own when the budget cuts the run short)."""
+        train = dataclasses.replace(self.config.train, late_freeze=late_freeze)
+        return dataclasses.replace(self, config=copy.deepcopy(dataclasses.replace(self.config, train=train)))
+
     def with_stop(self, stop: int | None) -> RunPlan:
         """This plan stopping at step ``stop`` (``train.budget_stop``; None: where it planned
         to), the schedule itself unchanged: what a time budget's deadline decides."""
@@ -155,7 +161,10 @@ def make_plan(cfg: RunConfig, train_loader: Iterable, *, task: Task, has_val: bo
     if model is not None and not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("the model has no trainable parameters (all requires_grad=False)")
     if model is not None and cfg.train.late_freeze is not None:
-        _check_late_freeze(model, cfg.train.late_freeze)
+        problem = late_freeze_problem(model)
+        if problem:
+            raise ConfigError(f"--late-freeze {cfg.train.late_freeze}: {problem}; "
+                              "pass --late-freeze none")
     return RunPlan(config=copy.deepcopy(cfg), task=task, steps_per_epoch=per_epoch,
                    schedule_steps=schedule,
                    total_steps=stop_step(cfg.train, schedule),
@@ -163,16 +172,17 @@ def make_plan(cfg: RunConfig, train_loader: Iterable, *, task: Task, has_val: bo
                    lr_scales=types.MappingProxyType(dict(lr_scales or {})))
 
 
-def _check_late_freeze(model: nn.Module, late_freeze: float) -> None:
-    """``--late-freeze`` freezes the stem and first stage of ``named_stages()`` (DESIGN.md's
-    model interface): the model must have them, and a later stage besides its head."""
+def late_freeze_problem(model: nn.Module) -> str | None:
+    """Why ``model`` cannot train with ``--late-freeze`` (None: it can).  The freeze takes the
+    stem and first stage of ``named_stages()`` (DESIGN.md's model interface): the model must
+    have them, and a later stage besides its head."""
     named_stages = getattr(model, "named_stages", None)
     names = [name for name, _ in named_stages()] if callable(named_stages) else []
-    if len(names) < 4:  # the stem, the first stage, a stage that keeps training, the head
-        has = f"its stages are {', '.join(names)}" if names else "it has no named_stages()"
-        raise ConfigError(f"--late-freeze {late_freeze}: {type(model).__name__} needs a stem, a "
-                          f"first stage and a later one to keep training ({has}); "
-                          "pass --late-freeze none")
+    if len(names) >= 4:  # the stem, the first stage, a stage that keeps training, the head
+        return None
+    has = f"its stages are {', '.join(names)}" if names else "it has no named_stages()"
+    return (f"{type(model).__name__} needs a stem, a first stage and a later one to keep "
+            f"training ({has})")
 
 
 def stop_step(tc: TrainConfig, schedule: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import math
 from collections.abc import Callable
 
@@ -132,7 +133,7 @@ def run_phases(sizes: list[int], late_freeze: float | None,
     if late_freeze is not None:
         bounds.add(min(int(late_freeze * total), total))
     edges = sorted(bounds)
-    return [(a, b, (size_at(a), frozen_at(a))) for a, b in zip(edges, edges[1:]) if b > a]
+    return [(a, b, (size_at(a), frozen_at(a))) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def resize_batch(x: torch.Tensor, size: int | None) -> torch.Tensor:

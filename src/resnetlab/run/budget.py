@@ -21,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from resnetlab.engine import distributed
-from resnetlab.engine.budget import MIN_STEPS, Calibration, calibrate, plan_steps
+from resnetlab.engine.budget import MIN_STEPS, Calibration, calibrate, mean_step_s, plan_steps
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.plan import Deadline, RunPlan
 from resnetlab.engine.replan import plan_check
@@ -37,10 +37,13 @@ FIXED_S = 4.0
 __all__ = ["apply_time_budget", "budget_label"]
 
 
-def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: float) -> RunPlan:
+def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: float,
+                      late_freeze: float | None = None) -> RunPlan:
     """``plan`` with its step count fixed by ``train.time_budget`` (``plan`` itself when there
     is no budget or ``train.steps`` is already decided).  ``spent_s``: wall seconds the run has
-    used so far (reading the data); the calibration's own time is added."""
+    used so far (reading the data); the calibration's own time is added.  ``late_freeze``:
+    the fraction from which the stem and first stage train frozen if the budget cuts the run
+    short of its epochs (the data's own, ``train.late_freeze: default``), timed as well."""
     cfg = plan.config
     tc = cfg.train
     if tc.time_budget is None or tc.steps is not None:
@@ -54,25 +57,36 @@ def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: 
                           f"and reading the data took {spent_s:.0f} s of it); give more time, or less data "
                           "(--train-size)")
     cal = calibrate(model, bundle.train, next(iter(evals[0]))[0] if evals else None, plan,
-                    budget_s=budget_s)
+                    budget_s=budget_s, also_freeze=late_freeze)
     views = 2 if flip_tta_applies(cfg, bundle) else 1  # flip TTA: image + mirror
     final = min(_size(bundle.test) or _size(bundle.val), cfg.data.test_size or math.inf)
     # each of N data-parallel ranks evaluates every N-th batch, in the time the sample gave
     # one rank for one image: a rank's share is what it waits for
     val_images, final_images = _rank_share(_size(bundle.val)), _rank_share(final * views)
     spent_s += cal.calibrate_s + cal.startup_s  # the run pays the warm-up steps' extra again
-    fits = plan_steps(budget_s, spent_s, cal, per_epoch=per_epoch,
-                      val_images=val_images, final_images=final_images)
-    steps = min(fits, plan.schedule_steps)  # a cap: never more than the epochs asked for
-    steps = int(distributed.broadcast_object(steps))  # every rank trains rank 0's plan
+    def fits(c: Calibration) -> int:  # a cap: never more than the epochs asked for
+        return min(plan.schedule_steps, plan_steps(budget_s, spent_s, c, per_epoch=per_epoch,
+                                                   val_images=val_images, final_images=final_images))
+
+    steps = fits(cal)
+    if late_freeze is not None and steps < plan.schedule_steps:  # short: frozen steps are cheaper
+        cal = dataclasses.replace(cal, step_s=mean_step_s(cal, list(cfg.data.progressive_sizes),
+                                                          late_freeze))
+        steps = fits(cal)
+    else:
+        late_freeze = None
+    # every rank trains rank 0's plan
+    steps, late_freeze = distributed.broadcast_object((int(steps), late_freeze))
+    plan = plan.with_late_freeze(late_freeze) if late_freeze is not None else plan
     if steps < min(MIN_STEPS, plan.schedule_steps):  # cut below a training run's length
         raise ConfigError(_too_short(tc.time_budget, steps, cal, spent_s))
     if distributed.is_main():
         say(f"time budget {format_duration(budget_s)}: one step {1000 * cal.step_s:.0f} ms"
-            f"{_phase_label(cal)}, "
+            f"{_phase_label(cal, late_freeze is not None)}, "
             f"evaluation {1000 * cal.eval_image_s:.2f} ms/image, {spent_s:.0f} s spent so far "
             f"-> {steps} steps ({steps / per_epoch:.1f} epochs"
-            f"{'' if steps < plan.schedule_steps else ', all that were asked for'})")
+            f"{'' if steps < plan.schedule_steps else ', all that were asked for'})"
+            f"{'' if late_freeze is None else f', stem and first stage frozen from {late_freeze:.0%} of them'}")
     deadline = Deadline(budget_s=budget_s, started=started, size_step_s=cal.size_step_s,
                         frozen_step_s=cal.frozen_step_s,
                         eval_image_s=cal.eval_image_s, val_images=val_images,
@@ -88,11 +102,11 @@ def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: 
     return planned.with_steps(steps, warmup_steps=warmup, check=check)
 
 
-def _phase_label(cal: Calibration) -> str:
-    """`` (20 px 97, 24 px 132, 28 px frozen 128 ms)``: each phase's sample, when there are
-    several."""
+def _phase_label(cal: Calibration, frozen: bool) -> str:
+    """`` (20 px 97, 24 px 132, 28 px 197, 28 px frozen 128 ms)``: each phase's sample, when
+    there are several (the frozen ones when the run freezes)."""
     phases = [(size, False, s) for size, s in cal.size_step_s]
-    phases += [(size, True, s) for size, s in cal.frozen_step_s]
+    phases += [(size, True, s) for size, s in cal.frozen_step_s] if frozen else []
     if len(phases) < 2:
         return ""
     return " (" + ", ".join(f"{'' if size is None else f'{size} px '}{'frozen ' if frozen else ''}"

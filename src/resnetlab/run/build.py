@@ -12,13 +12,14 @@ from torch import nn
 
 from resnetlab.data import DATASETS, build_data
 from resnetlab.engine.config import DataConfig, RunConfig
+from resnetlab.engine.plan import late_freeze_problem
 from resnetlab.models.mlp import table_defaults
 from resnetlab.models.registry import create_model, model_info
 from resnetlab.utils.errors import ConfigError, DataError, UserError
 from resnetlab.utils.seed import seed_everything
 
 __all__ = ["make_data", "build_model", "build_data_and_model", "input_size", "check_input_fits",
-           "flip_tta_applies", "as_built"]
+           "flip_tta_applies", "as_built", "late_freeze_if_short"]
 
 
 def make_data(data_cfg: DataConfig, *, seed: int, device: torch.device, channels_last: bool,
@@ -122,17 +123,28 @@ def flip_tta_applies(cfg: RunConfig, bundle: Any) -> bool:
 def as_built(cfg: RunConfig, bundle: Any) -> RunConfig:
     """``cfg`` with ``data.augment``, ``data.progressive_sizes``, ``train.late_freeze`` and
     ``train.tta`` as the data really gets them, so the run's config.yaml says what happened
-    (``default`` becomes e.g. ``flip``, ``[20, 24, 28]`` and 0.67, or ``none``, ``[]`` and null)
-    and ``--config RUN/config.yaml`` repeats it.  Tables keep their augmentation (they are never augmented)."""
+    (``default`` becomes e.g. ``flip`` and ``[20, 24, 28]``, or ``none`` and ``[]``; the late
+    freeze null until a time budget sets it) and ``--config RUN/config.yaml`` repeats it.  Tables keep their augmentation (they are never augmented)."""
     out = copy.deepcopy(cfg)
-    image_model = model_info(cfg.model.name).get("input_kind", "image") == "image"
     if out.data.progressive_sizes == "default":  # an MLP reads images of one fixed size
+        image_model = model_info(cfg.model.name).get("input_kind", "image") == "image"
         out.data.progressive_sizes = own_progressive_sizes(cfg.data.name, bundle) if image_model else []
-    if out.train.late_freeze == "default":  # an MLP-ResNet has no stages to freeze early
-        out.train.late_freeze = own_late_freeze(cfg.data.name, bundle) if image_model else None
+    if out.train.late_freeze == "default":  # a time budget may still set the data's own
+        out.train.late_freeze = None         # (late_freeze_if_short, resnetlab.run.budget)
     if bundle.meta.get("kind") == "image" and "augment" in bundle.meta:
         out.data.augment, out.train.tta = str(bundle.meta["augment"]), flip_tta_applies(cfg, bundle)
     return out
+
+
+def late_freeze_if_short(cfg: RunConfig, bundle: Any, model: Any) -> float | None:
+    """The late freeze a time budget adopts when it cuts the run short of its epochs
+    (``train.late_freeze: default``): the data's own, for a network that can freeze (not the
+    MLP-ResNet); None otherwise.  When every epoch fits, every layer trains to the end: on a
+    CPU with native bf16 the freeze saved 5% of a 6-epoch run and cost 0.24 points
+    (benchmarks/README.md, issue 25)."""
+    if cfg.train.late_freeze != "default" or late_freeze_problem(model):
+        return None
+    return own_late_freeze(cfg.data.name, bundle)
 
 
 def own_late_freeze(data_name: str, bundle: Any) -> float | None:

@@ -26,7 +26,7 @@ from resnetlab.engine.loop import FitResult
 from resnetlab.engine.plan import RunPlan, make_plan
 from resnetlab.engine.rundir import lock_run_dir, made_by_job
 from resnetlab.run.budget import apply_time_budget
-from resnetlab.run.build import as_built, build_data_and_model
+from resnetlab.run.build import as_built, build_data_and_model, late_freeze_if_short
 from resnetlab.run.launch import launch
 from resnetlab.run.layout import record_layout
 from resnetlab.run.outputs import final_results, write_outputs
@@ -239,6 +239,7 @@ def _prepare(cfg: RunConfig, resume_dir: Path | None, info: Any, device: Any,
     on (``distributed``: world size, nodes, global batch) and a time budget's step count.
     Returns (plan, bundle, model, :class:`Finetuning`)."""
     bundle, model = build_data_and_model(cfg, device)
+    freeze_if_short = late_freeze_if_short(cfg, bundle, model)  # before as_built resolves it
     cfg = as_built(cfg, bundle)  # "default" augmentation and flip TTA as this data gets them
     # a fine-tune (cfg.finetune.source): pretrained weights and freeze/BN/lr policies
     tuning = prepare_finetune(cfg, model, bundle, device, resume_dir)
@@ -250,7 +251,8 @@ def _prepare(cfg: RunConfig, resume_dir: Path | None, info: Any, device: Any,
                      lr_scales=tuning.lr_scales)
     if resume_dir is None:  # --time-budget fixes train.steps (a resumed run has them); every
         # rank trains the steps rank 0 measured (apply_time_budget broadcasts them)
-        plan = apply_time_budget(plan, model, bundle, spent_s=time.perf_counter() - budget_from)
+        plan = apply_time_budget(plan, model, bundle, spent_s=time.perf_counter() - budget_from,
+                                 late_freeze=freeze_if_short)
     return plan, bundle, model, tuning
 
 
