@@ -140,7 +140,7 @@ def late_freeze_if_short(cfg: RunConfig, bundle: Any, model: Any) -> float | Non
     """The late freeze a time budget adopts when it cuts the run short of its epochs
     (``train.late_freeze: default``): the data's own, for a network that can freeze (not the
     MLP-ResNet); None otherwise.  When every epoch fits, every layer trains to the end: on a
-    CPU with native bf16 the freeze saved 5% of a 6-epoch run and cost 0.24 points
+    CPU with native bf16 the freeze saved 15% of a 6-epoch run and cost 0.24 points
     (benchmarks/README.md, issue 25)."""
     if cfg.train.late_freeze != "default" or late_freeze_problem(model):
         return None
