@@ -24,7 +24,7 @@ from torch import nn
 
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.loop import folded_for_eval, train_batch
-from resnetlab.engine.plan import RunPlan, make_plan
+from resnetlab.engine.plan import RunPlan, make_plan, phase_samples
 from resnetlab.engine.replan import EPOCH_S
 from resnetlab.engine.runtime import global_flags, restore_flags, to_device
 from resnetlab.engine.schedules import run_phases
@@ -128,9 +128,7 @@ def _mean(by_phase: dict, sizes: list[int], late_freeze: float | None) -> float:
 def mean_step_s(cal: Calibration, sizes: list[int], late_freeze: float | None) -> float:
     """Seconds per step of a run with these progressive ``sizes``, frozen from
     ``late_freeze`` (None: never), from ``cal``'s samples (which must hold its phases)."""
-    by_phase = {(size, False): t for size, t in cal.size_step_s}
-    by_phase |= {(size, True): t for size, t in cal.frozen_step_s}
-    return _mean(by_phase, sizes, late_freeze)
+    return _mean(phase_samples(cal), sizes, late_freeze)
 
 
 _SHARE_STEPS = 10**6  # a run this long gives each phase its share of the steps to 1e-6

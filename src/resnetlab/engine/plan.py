@@ -18,6 +18,7 @@ import dataclasses
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -170,6 +171,13 @@ def make_plan(cfg: RunConfig, train_loader: Iterable, *, task: Task, has_val: bo
                    total_steps=stop_step(cfg.train, schedule),
                    metric=metric, has_val=has_val, world_size=world_size,
                    lr_scales=types.MappingProxyType(dict(lr_scales or {})))
+
+
+def phase_samples(sample: Any) -> dict[tuple[int | None, bool], float]:
+    """``{(input size, frozen): seconds per step}`` from a sample's ``size_step_s`` and
+    ``frozen_step_s`` (a :class:`Deadline`, :class:`BudgetCheck` or calibration)."""
+    return ({(size, False): s for size, s in sample.size_step_s}
+            | {(size, True): s for size, s in sample.frozen_step_s})
 
 
 def late_freeze_problem(model: nn.Module) -> str | None:

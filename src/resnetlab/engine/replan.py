@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from resnetlab.engine.plan import BudgetCheck, Deadline, RunPlan
+from resnetlab.engine.plan import BudgetCheck, Deadline, RunPlan, phase_samples
 from resnetlab.engine.schedules import run_phases, warmup_steps
 
 if TYPE_CHECKING:  # budget imports the loop, which imports this module
@@ -163,12 +163,12 @@ def _scaled_costs(plan: RunPlan, deadline: Deadline | BudgetCheck, phase: tuple[
     for ``phase``.  A phase that was not sampled costs its size's other phase (a frozen one
     its size's unfrozen step: the larger), else the sampled ``phase``'s."""
     sizes = list(plan.config.data.progressive_sizes) or [None]
-    sampled = {(size, False): s for size, s in deadline.size_step_s}
-    sampled |= {(size, True): s for size, s in deadline.frozen_step_s}
+    sampled = phase_samples(deadline)
     keys = [(size, frozen) for size in sizes for frozen in (False, True)]
     if phase not in sampled:  # no sample of this phase: every phase at the run's rate
         return dict.fromkeys(keys, step_s), deadline.eval_image_s
     speed = step_s / sampled[phase]
+
     def sample(size: int | None, frozen: bool) -> float:
         return sampled.get((size, frozen)) or sampled.get((size, not frozen)) or sampled[phase]
 

@@ -114,8 +114,13 @@ def _size_at(step: int, *, sizes: tuple[int, ...], total: int) -> int:
 def late_freeze_schedule(late_freeze: float | None, total_steps: int) -> Callable[[int], bool]:
     """``train.late_freeze`` as a pure function of the step: True from step
     ``int(late_freeze * total_steps)`` on (the stem and first stage frozen), never without it."""
-    start = math.inf if late_freeze is None else int(late_freeze * max(int(total_steps), 1))
+    start = math.inf if late_freeze is None else _freeze_step(late_freeze, total_steps)
     return functools.partial(_at_or_after, start=start)
+
+
+def _freeze_step(late_freeze: float, total_steps: int) -> int:
+    """The first frozen step of a run of ``total_steps`` (also where its phase begins)."""
+    return int(late_freeze * max(int(total_steps), 1))
 
 
 def _at_or_after(step: int, *, start: float) -> bool:
@@ -131,7 +136,7 @@ def run_phases(sizes: list[int], late_freeze: float | None,
     size_at, frozen_at = input_size_schedule(sizes, total), late_freeze_schedule(late_freeze, total)
     bounds = {0, total} | {-(-p * total // len(sizes)) for p in range(1, len(sizes))}
     if late_freeze is not None:
-        bounds.add(min(int(late_freeze * total), total))
+        bounds.add(min(_freeze_step(late_freeze, total), total))
     edges = sorted(bounds)
     return [(a, b, (size_at(a), frozen_at(a))) for a, b in itertools.pairwise(edges) if b > a]
 
