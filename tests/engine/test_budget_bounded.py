@@ -55,6 +55,17 @@ def test_calibration_stops_at_a_tenth_of_the_budget(folder, tmp_path, monkeypatc
     assert 2 <= cal.measured_steps < 10 and cal.calibrate_s <= 12
 
 
+def test_a_second_calibration_adds_to_the_first(folder, tmp_path):
+    cfg = _cfg(folder, tmp_path)
+    bundle, model = build_data_and_model(cfg, torch.device("cpu"))
+    first = engine_budget.calibrate(model, bundle.train, next(iter(bundle.val))[0], cfg, steps=3)
+    again = engine_budget.calibrate(model, bundle.train, None, cfg, timed=first)
+    # every phase of this run was timed already: nothing more is, and the time spent adds up
+    assert again.measured_steps == first.measured_steps == 3
+    assert again.size_step_s == first.size_step_s and again.eval_image_s == first.eval_image_s > 0
+    assert again.calibrate_s > first.calibrate_s
+
+
 def test_budget_used_up_by_loading_is_refused_before_timing(folder, tmp_path, monkeypatch):
     cfg = _cfg(folder, tmp_path)
     cfg.train.time_budget = "60s"

@@ -121,12 +121,14 @@ def _fake_calibration(step_s: float):
 
 
 @needs_fmnist
-@pytest.mark.parametrize("step_s, frozen", [(0.0005, None), (0.8, 0.67)])
-def test_a_budget_that_cuts_the_epochs_short_freezes_late(tmp_path, capsys, monkeypatch, step_s, frozen):
-    seen = {}
+@pytest.mark.parametrize("step_s, frozen, timed", [(0.0005, None, [0.67, None]), (0.8, 0.67, [0.67])])
+def test_a_budget_that_cuts_the_epochs_short_freezes_late(tmp_path, capsys, monkeypatch, step_s,
+                                                          frozen, timed):
+    seen = []
 
-    def fake(*args, also_freeze=None, **kwargs):
-        seen["also_freeze"] = also_freeze
+    def fake(model, loader, eval_batch, plan, *, timed=None, **kwargs):
+        seen.append(plan.config.train.late_freeze)
+        assert (timed is None) == (len(seen) == 1)  # the second timing adds to the first
         return _fake_calibration(step_s)
 
     monkeypatch.setattr("resnetlab.run.budget.calibrate", fake)
@@ -136,7 +138,9 @@ def test_a_budget_that_cuts_the_epochs_short_freezes_late(tmp_path, capsys, monk
                          "--time-budget", "40s", "--test-size", "256", "--runs-dir", tmp_path,
                          "--name", "b")
     assert code == 0, err
-    assert seen["also_freeze"] == 0.67  # the freeze is timed either way
+    # the run is timed frozen first; every layer training only when the epochs fit frozen
+    # (where they do not, unfrozen steps, costlier still, cannot fit them either)
+    assert seen == timed
     saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["train"]
     assert saved["late_freeze"] == frozen
     if frozen:  # 48 steps at 0.8-1.6 s do not fit in 40 s: frozen 28 px steps are cheaper

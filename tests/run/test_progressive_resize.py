@@ -75,6 +75,23 @@ def test_budget_weights_the_frozen_phase_by_its_share(monkeypatch):
     assert [phase for phase, _ in by_phase] == [(4, False), (4, True), (6, True)]
 
 
+def test_budget_times_only_the_phases_not_timed_before(monkeypatch):
+    # the run timed frozen from a half first; every layer training adds only the 6 px phase
+    asked = []
+
+    def timed(s, phases, steps, warmup, deadline=None):
+        asked.append(phases)
+        return {k: 2.0 for k in phases}, 0.5, 10 * len(phases)
+
+    monkeypatch.setattr(engine_budget, "_time_sizes", timed)
+    known = {(4, False): 1.0, (6, True): 1.5}
+    step_s, _, measured, by_phase = engine_budget._time_schedule(_phase_session([4, 6]), 10, 1,
+                                                                 known=known)
+    assert asked == [[(6, False)]] and measured == 10
+    assert dict(by_phase) == {(4, False): 1.0, (6, True): 1.5, (6, False): 2.0}
+    assert step_s == pytest.approx(0.5 * 1.0 + 0.5 * 2.0)  # the unfrozen run's mean
+
+
 def _fake_session(n: int = 64):
     x, y = torch.zeros(n, 1, 8, 8), torch.zeros(n, dtype=torch.long)
     loader = [(x[i:i + 4], y[i:i + 4]) for i in range(0, n, 4)]

@@ -62,17 +62,20 @@ CALIBRATION_SHARE = 0.1
 
 
 def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor | None,
-              plan: RunPlan | RunConfig, *, steps: int = 10, warmup: int = 4,
-              budget_s: float | None = None, also_freeze: float | None = None) -> Calibration:
-    """Time ``steps`` training steps at each input size of the run (after ``warmup`` untimed
-    ones per size, which create the oneDNN primitives and caches; the sizes in turn, see
-    :func:`_time_sizes`) and two forward passes of ``eval_batch``, on a copy of ``model`` with
-    the run's optimiser, precision and memory layout.  ``model`` is left untouched.
+              plan: RunPlan | RunConfig, *, steps: int = 10, warmup: int = 1,
+              budget_s: float | None = None, timed: Calibration | None = None) -> Calibration:
+    """Time ``steps`` training steps in each phase (input size, late freeze) of the run (after
+    ``warmup`` untimed ones per phase: a size's first step creates its oneDNN primitives, 185
+    against 117 ms a step after it on a 2-core AVX2 CPU, and the next is steady; the phases in
+    turn, see :func:`_time_sizes`) and two forward passes of ``eval_batch``, on a copy of
+    ``model`` with the run's optimiser, precision and memory layout.  ``model`` is left
+    untouched.
 
     With ``budget_s``, timing stops once it has used ``CALIBRATION_SHARE`` of the budget (the
-    warm-up half of that), keeping at least one warm-up and two timed steps per input size.
-    ``also_freeze``: time the phases of the same run frozen from this fraction too
-    (``train.late_freeze``), so that the plan can be made either way (:func:`mean_step_s`).
+    warm-up half of that), keeping at least one warm-up and two timed steps per phase.
+    ``timed``: an earlier calibration of the same run under another late freeze
+    (:meth:`RunPlan.with_late_freeze`); only the phases it did not time are timed, and the
+    result holds both (its evaluation rate is ``timed``'s).
     """
     if isinstance(plan, RunConfig):  # a benchmark's config: planned here, on this loader
         plan = make_plan(plan, train_loader, task=Classification(2), has_val=True)
@@ -85,28 +88,33 @@ def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor
         with tempfile.TemporaryDirectory() as tmp:
             s = open_session(scratch, train_loader, None, plan, Path(tmp), num_classes=1,
                              progress=False)
-            step_s, startup_s, timed, by_phase = _time_schedule(s, steps, warmup, deadline,
-                                                                also_freeze)
-            image_s = _time_eval(s, eval_batch) if eval_batch is not None else 0.0
+            step_s, startup_s, measured, by_phase = _time_schedule(
+                s, steps, warmup, deadline, phase_samples(timed) if timed is not None else None)
+            image_s = (timed.eval_image_s if timed is not None
+                       else _time_eval(s, eval_batch) if eval_batch is not None else 0.0)
     finally:
         restore_flags(flags)
-    return Calibration(step_s, image_s, timed, time.perf_counter() - began, startup_s,
+    seconds = time.perf_counter() - began
+    if timed is not None:  # what was timed before counts too
+        measured, seconds = measured + timed.measured_steps, seconds + timed.calibrate_s
+        startup_s += timed.startup_s
+    return Calibration(step_s, image_s, measured, seconds, startup_s,
                        size_step_s=tuple((size, t) for (size, frozen), t in by_phase if not frozen),
                        frozen_step_s=tuple((size, t) for (size, frozen), t in by_phase if frozen))
 
 
 def _time_schedule(s, steps: int, warmup: int, deadline: float | None = None,
-                   also_freeze: float | None = None) -> tuple[float, float, int, tuple]:
+                   known: dict | None = None) -> tuple[float, float, int, tuple]:
     """Seconds per step averaged over the run's phases of input size and late freeze (each
     weighted by its share of the steps), the warm-ups' extra seconds, the number of timed
-    steps, and ``((size, frozen), seconds per step)`` for each phase timed (``(None,
-    False)``: the data's own size, nothing frozen), those of a freeze from ``also_freeze``
-    too."""
+    steps, and ``((size, frozen), seconds per step)`` for each phase (``(None, False)``: the
+    data's own size, nothing frozen).  ``known``: seconds per step of phases timed before,
+    which are not timed again."""
     sizes, late = list(s.cfg.data.progressive_sizes), s.cfg.train.late_freeze
-    phases = list(_shares(sizes, late))
-    if also_freeze is not None:
-        phases += [phase for phase in _shares(sizes, also_freeze) if phase not in phases]
+    known = known or {}
+    phases = [phase for phase in _shares(sizes, late) if phase not in known]
     by_phase, extra, timed = _time_sizes(s, phases, steps, warmup, deadline)
+    by_phase = known | by_phase
     return _mean(by_phase, sizes, late), extra, timed, tuple(by_phase.items())
 
 

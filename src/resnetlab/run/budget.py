@@ -44,7 +44,7 @@ def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: 
     is no budget or ``train.steps`` is already decided).  ``spent_s``: wall seconds the run has
     used so far (reading the data); the calibration's own time is added.  ``late_freeze``:
     the fraction from which the stem and first stage train frozen if the budget cuts the run
-    short of its epochs (the data's own, ``train.late_freeze: default``), timed as well."""
+    short of its epochs (the data's own, ``train.late_freeze: default``): the run is timed so."""
     cfg = plan.config
     tc = cfg.train
     if tc.time_budget is None or tc.steps is not None:
@@ -54,21 +54,22 @@ def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: 
     per_epoch = plan.steps_per_epoch
     evals = [loader for loader in (bundle.val, bundle.test) if _size(loader)]
     _check_room(tc.time_budget, budget_s, spent_s)
-    cal = calibrate(model, bundle.train, next(iter(evals[0]))[0] if evals else None, plan,
-                    budget_s=budget_s, also_freeze=late_freeze)
-    views = 2 if flip_tta_applies(cfg, bundle) else 1  # flip TTA: image + mirror
-    final = min(_size(bundle.test) or _size(bundle.val), cfg.data.test_size or math.inf)
-    # each of N data-parallel ranks evaluates every N-th batch, in the time the sample gave
-    # one rank for one image: a rank's share is what it waits for
-    val_images, final_images = _rank_share(_size(bundle.val)), _rank_share(final * views)
-    spent_s += cal.calibrate_s + cal.startup_s  # the run pays the warm-up steps' extra again
+    cal = calibrate(model, bundle.train, next(iter(evals[0]))[0] if evals else None,
+                    plan if late_freeze is None else plan.with_late_freeze(late_freeze),
+                    budget_s=budget_s)
+    val_images, final_images = _evaluated_images(cfg, bundle)
 
     def fits(c: Calibration) -> int:  # a cap: never more than the epochs asked for
-        return min(plan.schedule_steps, plan_steps(budget_s, spent_s, c, per_epoch=per_epoch,
+        spent = spent_s + c.calibrate_s + c.startup_s  # the run pays the warm-ups' extra again
+        return min(plan.schedule_steps, plan_steps(budget_s, spent, c, per_epoch=per_epoch,
                                                    val_images=val_images, final_images=final_images))
 
-    steps, cal, late_freeze = _steps_and_freeze(plan, cal, late_freeze, fits)
+    def unfrozen(c: Calibration) -> Calibration:  # the phases a freeze skipped, timed now
+        return calibrate(model, bundle.train, None, plan, budget_s=budget_s, timed=c)
+
+    steps, cal, late_freeze = _steps_and_freeze(plan, cal, late_freeze, fits, unfrozen)
     plan = plan.with_late_freeze(late_freeze) if late_freeze is not None else plan
+    spent_s += cal.calibrate_s + cal.startup_s
     if steps < min(MIN_STEPS, plan.schedule_steps):  # cut below a training run's length
         raise ConfigError(_too_short(tc.time_budget, steps, cal, spent_s))
     if distributed.is_main():
@@ -89,6 +90,16 @@ def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: 
     return planned.with_steps(steps, warmup_steps=warmup, check=check)
 
 
+def _evaluated_images(cfg: RunConfig, bundle: Any) -> tuple[int, int]:
+    """Images this rank evaluates in each validation pass and in the final evaluation (the
+    test set, or validation without one, times the flip TTA's two views).  Each of N
+    data-parallel ranks evaluates every N-th batch in the time the sample gave one rank for
+    one image: a rank's share is what it waits for."""
+    views = 2 if flip_tta_applies(cfg, bundle) else 1
+    final = min(_size(bundle.test) or _size(bundle.val), cfg.data.test_size or math.inf)
+    return _rank_share(_size(bundle.val)), _rank_share(final * views)
+
+
 def _check_room(budget: Any, budget_s: float, spent_s: float) -> None:
     if spent_s + FIXED_S >= budget_s:  # loading alone used it up: say so before timing
         raise ConfigError(f"--time-budget {budget}: only 0 training steps fit (starting "
@@ -97,18 +108,24 @@ def _check_room(budget: Any, budget_s: float, spent_s: float) -> None:
 
 
 def _steps_and_freeze(plan: RunPlan, cal: Calibration, late_freeze: float | None,
-                      fits: Callable[[Calibration], int]) -> tuple[int, Calibration, float | None]:
+                      fits: Callable[[Calibration], int],
+                      unfrozen: Callable[[Calibration], Calibration]) -> tuple[int, Calibration, float | None]:
     """The steps that fit (``fits``), the calibration they were planned with, and the late
-    freeze: adopted only when the epochs do not fit with every layer training (frozen steps
-    are cheaper; when they fit, the freeze would cost accuracy for time the run does not
-    need).  Every rank takes rank 0's decision."""
+    freeze (``cal`` timed the run frozen from ``late_freeze``, if given): adopted only when
+    the epochs do not fit with every layer training (frozen steps are cheaper; when they fit,
+    the freeze would cost accuracy for time the run does not need).  Whether they do is timed
+    (``unfrozen``) only when they fit frozen: on a CPU where they do not, steps that train
+    every layer cost more still, and timing them would take seconds from the run (2-3 s of
+    a 5-minute AVX2 run).  Every rank takes rank 0's decision."""
     steps = fits(cal)
-    if late_freeze is not None and steps < plan.schedule_steps:
-        sizes = list(plan.config.data.progressive_sizes)
-        cal = dataclasses.replace(cal, step_s=mean_step_s(cal, sizes, late_freeze))
+    if late_freeze is not None and steps >= plan.schedule_steps:
+        every = unfrozen(cal)  # its mean: every layer training throughout
+        if fits(every) >= plan.schedule_steps:
+            cal, late_freeze = every, None
+        else:
+            sizes = list(plan.config.data.progressive_sizes)
+            cal = dataclasses.replace(every, step_s=mean_step_s(every, sizes, late_freeze))
         steps = fits(cal)
-    else:
-        late_freeze = None
     steps, late_freeze = distributed.broadcast_object((int(steps), late_freeze))
     return steps, cal, late_freeze
 
