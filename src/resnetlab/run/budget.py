@@ -116,9 +116,10 @@ def _steps_and_freeze(plan: RunPlan, cal: Calibration, late_freeze: float | None
     the freeze would cost accuracy for time the run does not need).  Whether they do is timed
     (``unfrozen``) only when they fit frozen: on a CPU where they do not, steps that train
     every layer cost more still, and timing them would take seconds from the run (2-3 s of
-    a 5-minute AVX2 run).  Every rank takes rank 0's decision."""
+    a 5-minute AVX2 run).  Every rank takes rank 0's decisions (under torchrun the timing
+    trains in DDP: every rank must time the same steps)."""
     steps = fits(cal)
-    if late_freeze is not None and steps >= plan.schedule_steps:
+    if distributed.broadcast_object(late_freeze is not None and steps >= plan.schedule_steps):
         every = unfrozen(cal)  # its mean: every layer training throughout
         if fits(every) >= plan.schedule_steps:
             cal, late_freeze = every, None
