@@ -207,6 +207,18 @@ def test_deadline_counts_frozen_steps_at_their_own_sampled_cost():
     assert deadline_stop(unsampled, (6, False), step_s=0.2, now=60.0, step=350) < slow
 
 
+def test_deadline_does_not_judge_a_phase_the_sample_skipped():
+    # frozen from 0.67 of a run in halves: the 6 px steps before the freeze are a sliver the
+    # calibration does not time; their (unfrozen, costlier) rate says nothing of the frozen
+    # steps after them, so the deadline lets them pass instead of stopping the run
+    cfg = loop_config(epochs=10)
+    cfg.data.progressive_sizes, cfg.train.late_freeze = [4, 6], 0.67
+    sampled = _deadline(size_step_s=((4, 0.05),), frozen_step_s=((6, 0.05),))
+    plan = dataclasses.replace(_plan(cfg).with_steps(600), deadline=sampled)
+    assert deadline_stop(plan, (6, False), step_s=0.5, now=60.0, step=305) == 600
+    assert deadline_stop(plan, (6, True), step_s=0.5, now=60.0, step=405) < 600  # judged again
+
+
 def test_a_run_slower_than_its_plan_stops_early_and_reruns_bit_for_bit(tmp_path, monkeypatch, capsys):
     cfg = loop_config(epochs=3)
     cfg.schedule.name = "onecycle"

@@ -3,6 +3,7 @@ data's own progressive resizing, and a run length that is given one way."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from types import SimpleNamespace
 
@@ -112,24 +113,34 @@ def test_fashion_mnist_records_the_sizes_it_trained_at(tmp_path, capsys):
     assert again.data.progressive_sizes == [20, 24, 28] and again.train.late_freeze is None
 
 
-def _fake_calibration(step_s: float):
+def _fake_calibration(plan, timed, costs: tuple[float, float, float, float]):
+    """What calibrate() would measure for ``plan``: 20, 24, 28 px and 28 px frozen cost
+    ``costs`` seconds a step; the frozen run first, then (``timed``) every phase."""
     from resnetlab.engine.budget import Calibration
+    from resnetlab.engine.plan import phase_samples
 
-    sizes = tuple((size, step_s * cost) for size, cost in ((20, 1.0), (24, 1.4), (28, 2.0)))
-    return Calibration(step_s=step_s * 4.4 / 3, eval_image_s=0.0001, measured_steps=10, calibrate_s=0.0,
-                       size_step_s=sizes, frozen_step_s=((28, step_s * 1.3),))
+    a, b, c, d = costs
+    frozen = plan.config.train.late_freeze is not None
+    sizes = ((20, a), (24, b)) + (() if frozen and timed is None else ((28, c),))
+    cal = Calibration(step_s=0.0, eval_image_s=0.0001, measured_steps=10, calibrate_s=0.0,
+                      size_step_s=sizes, frozen_step_s=((28, d),))
+    assert timed is None or set(phase_samples(timed)) < set(phase_samples(cal))
+    return dataclasses.replace(cal, step_s=(a + b + (d if frozen else c)) / 3)
 
 
 @needs_fmnist
-@pytest.mark.parametrize("step_s, frozen, timed", [(0.0005, None, [0.67, None]), (0.8, 0.67, [0.67])])
-def test_a_budget_that_cuts_the_epochs_short_freezes_late(tmp_path, capsys, monkeypatch, step_s,
-                                                          frozen, timed):
+@pytest.mark.parametrize("costs, frozen, timed, every_epoch", [
+    ((0.0005,) * 4, None, [0.67, None], True),  # every epoch fits either way: nothing frozen
+    ((0.3, 0.4, 1.4, 0.3), 0.67, [0.67, None], True),  # they fit frozen only
+    ((0.8,) * 4, 0.67, [0.67], False),  # not even frozen: unfrozen steps are not timed
+])
+def test_a_budget_that_cuts_the_epochs_short_freezes_late(tmp_path, capsys, monkeypatch, costs,
+                                                          frozen, timed, every_epoch):
     seen = []
 
     def fake(model, loader, eval_batch, plan, *, timed=None, **kwargs):
         seen.append(plan.config.train.late_freeze)
-        assert (timed is None) == (len(seen) == 1)  # the second timing adds to the first
-        return _fake_calibration(step_s)
+        return _fake_calibration(plan, timed, costs)
 
     monkeypatch.setattr("resnetlab.run.budget.calibrate", fake)
     code, out, err = cli(capsys, "train", "--model", "resnet20", "--width-mult", "0.25",
@@ -143,7 +154,8 @@ def test_a_budget_that_cuts_the_epochs_short_freezes_late(tmp_path, capsys, monk
     assert seen == timed
     saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["train"]
     assert saved["late_freeze"] == frozen
-    if frozen:  # 48 steps at 0.8-1.6 s do not fit in 40 s: frozen 28 px steps are cheaper
+    assert (saved["steps"] == 48) == every_epoch  # 512 images / 64 x 6 epochs
+    if frozen:
         assert "stem and first stage frozen from 67% of them" in err
         assert "stem + first stage frozen from 67% of the steps" in out
     else:  # every epoch fits: every layer trains to the end

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from resnetlab.engine import distributed
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.loop import folded_for_eval, train_batch
 from resnetlab.engine.plan import RunPlan, make_plan, phase_samples
@@ -74,13 +75,15 @@ def calibrate(model: nn.Module, train_loader: Iterable, eval_batch: torch.Tensor
     With ``budget_s``, timing stops once it has used ``CALIBRATION_SHARE`` of the budget (the
     warm-up half of that), keeping at least one warm-up and two timed steps per phase.
     ``timed``: an earlier calibration of the same run under another late freeze
-    (:meth:`RunPlan.with_late_freeze`); only the phases it did not time are timed, and the
-    result holds both (its evaluation rate is ``timed``'s).
+    (:meth:`RunPlan.with_late_freeze`); only the phases it did not time are timed (in what
+    is left of the budget's share), and the result holds both (its evaluation rate is
+    ``timed``'s).
     """
     if isinstance(plan, RunConfig):  # a benchmark's config: planned here, on this loader
         plan = make_plan(plan, train_loader, task=Classification(2), has_val=True)
     began = time.perf_counter()
-    cap = None if budget_s is None else max(2.0, CALIBRATION_SHARE * budget_s)
+    used = timed.calibrate_s if timed is not None else 0.0  # the share is for both timings
+    cap = None if budget_s is None else max(2.0, CALIBRATION_SHARE * budget_s - used)
     deadline = None if cap is None else began + cap
     flags = global_flags()
     scratch = copy.deepcopy(model)
@@ -144,7 +147,9 @@ _SLIVER = 0.01
 
 
 def _late(deadline: float | None) -> bool:
-    return deadline is not None and time.perf_counter() > deadline
+    """Past ``deadline``, by rank 0's clock: under torchrun the timing trains in DDP, and a
+    rank that stopped a round before the others would leave them waiting in a collective."""
+    return bool(distributed.broadcast_object(deadline is not None and time.perf_counter() > deadline))
 
 
 def _time_sizes(s, phases: list[tuple[int | None, bool]], steps: int, warmup: int,

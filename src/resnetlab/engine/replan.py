@@ -137,10 +137,15 @@ def deadline_stop(plan: RunPlan, phase: tuple[int | None, bool], step_s: float, 
     the final evaluation and ``RECHECK_TAIL_S``, all inside ``DEADLINE_MARGIN`` of the end."""
     deadline = plan.deadline
     assert deadline is not None, "deadline_stop needs a plan with a deadline"
+    schedule = plan.schedule_steps
+    sampled = phase_samples(deadline)
+    if sampled and phase not in sampled:  # a sliver the sample skipped (e.g. 28 px unfrozen
+        # before a freeze from 0.67): its rate says nothing of the phases that were timed
+        return min(schedule, deadline.max_steps or schedule)
     seconds, eval_image_s = _scaled_costs(plan, deadline, phase, step_s)
     left = (deadline.budget_s * (1.0 - DEADLINE_MARGIN) - (now - deadline.started)
             - RECHECK_TAIL_S - deadline.final_images * eval_image_s)
-    schedule, per_epoch = plan.schedule_steps, plan.steps_per_epoch
+    per_epoch = plan.steps_per_epoch
     per_validation = deadline.val_images * eval_image_s + EPOCH_S
     validated = (step - 1) // per_epoch  # epochs whose validation is done
     phases = _phases(plan)
