@@ -75,34 +75,31 @@ VARIANTS: dict[str, list[str]] = {
 # 2-core Xeon 83/113/167 ms one day and 124/168/254 ms (16 px: 82 ms) the next.
 AVX2_STEP_COST = {16: 0.66, 20: 1.0, 24: 1.36, 28: 2.04}
 BASE_SIZES, BASE_STEPS = (20, 24, 28), 1700
+FROZEN_COST = 0.64  # a 28 px step with the stem and first stage frozen (2-core Xeon capped)
 
 
-def equal_time(sizes: tuple[int, ...]) -> list[str]:
+def equal_time(sizes: tuple[int, ...], late_freeze: str | None = None) -> list[str]:
     """Flags for a progressive-resizing schedule of ``sizes`` (equal phases) trained for as
-    many steps as the base work's AVX2 time buys at their costs: cheaper sizes, more steps."""
+    many steps as the base work's AVX2 time buys at their costs: cheaper sizes, more steps.
+    ``late_freeze``: the last phase trains with the stem and first stage frozen (0.64x)."""
+    costs = [AVX2_STEP_COST[s] for s in sizes]
+    if late_freeze is not None:
+        costs[-1] *= FROZEN_COST
     cost = sum(AVX2_STEP_COST[s] for s in BASE_SIZES) / len(BASE_SIZES) * BASE_STEPS
-    steps = int(cost / (sum(AVX2_STEP_COST[s] for s in sizes) / len(sizes)))
-    return ["--progressive-sizes", ",".join(map(str, sizes)), "--set", f"train.steps={steps}",
-            "--epochs", "6"]
+    steps = int(cost / (sum(costs) / len(costs)))
+    freeze = [] if late_freeze is None else ["--late-freeze", late_freeze]
+    return ["--progressive-sizes", ",".join(map(str, sizes)), *freeze,
+            "--set", f"train.steps={steps}", "--epochs", "6"]
 
 
 # third round: the same AVX2 seconds spent on more, cheaper steps (more of them at low size)
 for _sizes in [(20, 20, 24, 28), (20, 20, 28), (16, 20, 24, 28), (16, 20, 28), (16, 16, 20, 24, 28)]:
     VARIANTS["t" + "-".join(map(str, _sizes))] = equal_time(_sizes)
 
-# eighth round: the late freeze with cheaper 16 px phases, at the same AVX2 seconds (a frozen
-# 28 px step: 0.64x, i.e. 1.31 against 20 px); and frozen from 2/3 at 4% more steps (what
-# about 11 s more of training buys in a 5-minute AVX2 run)
-def _frozen_equal_time(sizes: tuple[int, ...], late_freeze: str) -> list[str]:
-    costs = [AVX2_STEP_COST[s] for s in sizes[:-1]] + [AVX2_STEP_COST[sizes[-1]] * 0.64]
-    base = sum(AVX2_STEP_COST[s] for s in BASE_SIZES) / len(BASE_SIZES) * BASE_STEPS
-    steps = int(base / (sum(costs) / len(costs)))
-    return ["--progressive-sizes", ",".join(map(str, sizes)), "--late-freeze", late_freeze,
-            "--set", f"train.steps={steps}", "--epochs", "6"]
-
-
-VARIANTS["q16-fz75-eq"] = _frozen_equal_time((16, 20, 24, 28), "0.75")
-VARIANTS["f16-fz80-eq"] = _frozen_equal_time((16, 16, 20, 24, 28), "0.8")
+# eighth round: the late freeze with cheaper 16 px phases, at the same AVX2 seconds; and
+# frozen from 2/3 at 4% more steps (what about 11 s more of training buys in a 5-minute AVX2 run)
+VARIANTS["q16-fz75-eq"] = equal_time((16, 20, 24, 28), "0.75")
+VARIANTS["f16-fz80-eq"] = equal_time((16, 16, 20, 24, 28), "0.8")
 VARIANTS["fz67-2125"] = ["--late-freeze", "0.6667", "--set", "train.steps=2125", "--epochs", "6"]
 
 # fourth round: batch 64 (twice the updates per image) at the same AVX2 seconds; a batch of 64

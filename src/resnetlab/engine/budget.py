@@ -34,7 +34,7 @@ from resnetlab.engine.task import Classification
 from resnetlab.utils.device import autocast
 from resnetlab.utils.errors import ConfigError
 
-__all__ = ["Calibration", "calibrate", "plan_steps", "mean_step_s", "MIN_STEPS"]
+__all__ = ["Calibration", "calibrate", "plan_steps", "MIN_STEPS"]
 
 # Fewer steps than this is not a training run; the budget is too small for the recipe.
 MIN_STEPS = 20
@@ -134,12 +134,6 @@ def _shares(sizes: list[int], late_freeze: float | None) -> dict:
 def _mean(by_phase: dict, sizes: list[int], late_freeze: float | None) -> float:
     shares = _shares(sizes, late_freeze)
     return sum(by_phase[phase] * share for phase, share in shares.items()) / sum(shares.values())
-
-
-def mean_step_s(cal: Calibration, sizes: list[int], late_freeze: float | None) -> float:
-    """Seconds per step of a run with these progressive ``sizes``, frozen from
-    ``late_freeze`` (None: never), from ``cal``'s samples (which must hold its phases)."""
-    return _mean(phase_samples(cal), sizes, late_freeze)
 
 
 _SHARE_STEPS = 10**6  # a run this long gives each phase its share of the steps to 1e-6

@@ -25,7 +25,13 @@ from resnetlab.engine.clock import Clock
 from resnetlab.engine.config import RunConfig, validate
 from resnetlab.engine.metrics import EvalResult
 from resnetlab.engine.plan import RunPlan, make_plan
-from resnetlab.engine.replan import DEADLINE_SETTLE, deadline_stop, deadline_window, recheck
+from resnetlab.engine.replan import (
+    DEADLINE_SETTLE,
+    deadline_stop,
+    deadline_window,
+    planned_end,
+    recheck,
+)
 from resnetlab.engine.runtime import (
     Runtime,
     global_flags,
@@ -269,8 +275,7 @@ def _watch_deadline(s: TrainSession) -> None:
 def _stop_at(s: TrainSession, stop: int, step_s: float, size: int | None) -> None:
     """Train to ``stop`` from here (saved in ``config.yaml`` as ``train.budget_stop``, so
     that a rerun of it stops there too), and say why."""
-    deadline, end = s.plan.deadline, s.plan.schedule_steps
-    planned = min(end, deadline.max_steps or end)
+    end, planned = s.plan.schedule_steps, planned_end(s.plan)
     was_stopping = s.cfg.train.budget_stop is not None
     s.adopt(s.plan.with_stop(stop if stop < planned else None))
     if s.main:

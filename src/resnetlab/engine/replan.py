@@ -18,7 +18,7 @@ from resnetlab.engine.schedules import run_phases, warmup_steps
 if TYPE_CHECKING:  # budget imports the loop, which imports this module
     from resnetlab.engine.budget import Calibration
 
-__all__ = ["plan_check", "recheck", "deadline_stop", "deadline_window", "RECHECK_MARGIN",
+__all__ = ["plan_check", "recheck", "deadline_stop", "deadline_window", "planned_end", "RECHECK_MARGIN",
            "RECHECK_TAIL_S", "DEADLINE_MARGIN", "DEADLINE_EVERY", "DEADLINE_SETTLE"]
 
 
@@ -137,11 +137,11 @@ def deadline_stop(plan: RunPlan, phase: tuple[int | None, bool], step_s: float, 
     the final evaluation and ``RECHECK_TAIL_S``, all inside ``DEADLINE_MARGIN`` of the end."""
     deadline = plan.deadline
     assert deadline is not None, "deadline_stop needs a plan with a deadline"
-    schedule = plan.schedule_steps
+    end = planned_end(plan)
     sampled = phase_samples(deadline)
     if sampled and phase not in sampled:  # a sliver the sample skipped (e.g. 28 px unfrozen
         # before a freeze from 0.67): its rate says nothing of the phases that were timed
-        return min(schedule, deadline.max_steps or schedule)
+        return end
     seconds, eval_image_s = _scaled_costs(plan, deadline, phase, step_s)
     left = (deadline.budget_s * (1.0 - DEADLINE_MARGIN) - (now - deadline.started)
             - RECHECK_TAIL_S - deadline.final_images * eval_image_s)
@@ -154,13 +154,20 @@ def deadline_stop(plan: RunPlan, phase: tuple[int | None, bool], step_s: float, 
         steps = _steps_cost(step, stop, phases, seconds)
         return steps + (-(-stop // per_epoch) - validated) * per_validation
 
-    low, high = step, min(schedule, deadline.max_steps or schedule)  # the stop lies in between
+    low, high = step, end  # the stop lies in between
     if cost(high) <= left:
         return high
     while low < high:  # the last stop whose cost fits (cost grows with the stop)
         mid = (low + high + 1) // 2
         low, high = (mid, high) if cost(mid) <= left else (low, mid - 1)
     return low
+
+
+def planned_end(plan: RunPlan) -> int:
+    """Where a time-budgeted run ends unless its deadline stops it: the schedule's end, or its
+    own ``train.max_steps``."""
+    schedule, cap = plan.schedule_steps, plan.deadline.max_steps
+    return min(schedule, cap or schedule)
 
 
 def _scaled_costs(plan: RunPlan, deadline: Deadline | BudgetCheck, phase: tuple[int | None, bool],

@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from resnetlab.engine import distributed
-from resnetlab.engine.budget import MIN_STEPS, Calibration, calibrate, mean_step_s, plan_steps
+from resnetlab.engine.budget import MIN_STEPS, Calibration, calibrate, plan_steps
 from resnetlab.engine.config import RunConfig
 from resnetlab.engine.plan import Deadline, RunPlan
 from resnetlab.engine.replan import plan_check
@@ -123,9 +123,8 @@ def _steps_and_freeze(plan: RunPlan, cal: Calibration, late_freeze: float | None
         every = unfrozen(cal)  # its mean: every layer training throughout
         if fits(every) >= plan.schedule_steps:
             cal, late_freeze = every, None
-        else:
-            sizes = list(plan.config.data.progressive_sizes)
-            cal = dataclasses.replace(every, step_s=mean_step_s(every, sizes, late_freeze))
+        else:  # every sample, planned at the frozen run's mean (timed first, unchanged)
+            cal = dataclasses.replace(every, step_s=cal.step_s)
         steps = fits(cal)
     steps, late_freeze = distributed.broadcast_object((int(steps), late_freeze))
     return steps, cal, late_freeze
