@@ -266,6 +266,10 @@ class TrainConfig:
     # The run's length in optimiser steps when set: the schedule ends there, not at epochs.
     steps: int | None = opt(None, help="The run's length in optimiser steps (set by --time-budget; the schedule ends there).", check=COUNT)
     budget_stop: int | None = opt(None, help="The step where a time budget's deadline stopped the run, the schedule unchanged (set by --time-budget when the machine slowed down; a length given anew clears it).", check=COUNT)
+    # [step, end]: where a time budget, timing the run's last phase as it trains, moved the run's
+    # end, and from which step (engine.replan.moved_end); the schedule's rest is stretched or
+    # squeezed to end there, so the learning rate still decays to its end.
+    budget_end: tuple[int, int] | None = opt(None, help="[step, end]: from this step on, the rest of the schedule is stretched or squeezed to end at that step (set by --time-budget from the run's own rate in its last phase; a length given anew clears it).", check=COUNT)
 
 
 @dataclass
@@ -494,6 +498,8 @@ _RULES: tuple[tuple[Callable[[RunConfig], bool], str], ...] = (
      "schedule.milestones must be increasing epochs >= 0 (--milestones 30,45)"),
     (lambda c: c.optim.name == "sgd" and c.optim.nesterov and c.optim.momentum <= 0,
      "optim.nesterov needs optim.momentum > 0 (or use --no-nesterov)"),
+    (lambda c: c.train.budget_end is not None and not c.train.budget_end[0] < c.train.budget_end[1],
+     "train.budget_end is [step, end]: the step where the end was moved, before the new end"),
 )
 
 

@@ -30,6 +30,7 @@ from resnetlab.engine.replan import (
     deadline_stop,
     deadline_window,
     planned_end,
+    reaim,
     recheck,
 )
 from resnetlab.engine.runtime import (
@@ -267,15 +268,37 @@ def _watch_deadline(s: TrainSession) -> None:
         _drain(s)
         now = time.perf_counter()
         step_s = (now - mark[1]) / (step - mark[0])
+        end = distributed.broadcast_object(reaim(s.plan, phase, step_s, now, step, step - mark[0]))
+        if end is not None:
+            _move_end(s, step, end, (mark[0], step_s), phase)
+            return
         stop = int(distributed.broadcast_object(deadline_stop(s.plan, phase, step_s, now, step)))
         if stop != s.total_steps:
             _stop_at(s, stop, step_s, phase[0])
 
 
+def _move_end(s: TrainSession, step: int, end: int, timed: tuple[int, float],
+              phase: tuple[int | None, bool]) -> None:
+    """Train to ``end`` from here, the rest of the schedule stretched or squeezed to end
+    there (``train.budget_end`` in ``config.yaml``, so that a rerun of it trains the same
+    steps), and say so: :func:`resnetlab.engine.replan.reaim`'s decision."""
+    before = s.plan.end_step
+    s.adopt(s.plan.with_end(step, end))
+    if s.main:
+        s.cfg.to_yaml(s.run_dir / "config.yaml")
+        size, frozen = phase
+        what = f" at {size} px" if size else ""
+        what += " frozen" if frozen else ""
+        s.display.notice(f"time budget, re-aimed from this run's steps {timed[0]}-{step}{what} "
+                         f"({1000 * timed[1]:.0f} ms each): {before} -> {end} steps "
+                         f"({end / s.steps_per_epoch:.1f} epochs), the learning rate decaying to "
+                         "its end there")
+
+
 def _stop_at(s: TrainSession, stop: int, step_s: float, size: int | None) -> None:
     """Train to ``stop`` from here (saved in ``config.yaml`` as ``train.budget_stop``, so
     that a rerun of it stops there too), and say why."""
-    end, planned = s.plan.schedule_steps, planned_end(s.plan)
+    end, planned = s.plan.end_step, planned_end(s.plan)
     was_stopping = s.cfg.train.budget_stop is not None
     s.adopt(s.plan.with_stop(stop if stop < planned else None))
     if s.main:

@@ -68,7 +68,9 @@ class Deadline:
     past ``budget_s``, training stops at the last step that still ends inside it (as
     ``train.budget_stop``, saved in ``config.yaml``; the schedule stays as planned).  The fields
     are :class:`BudgetCheck`'s; ``max_steps``: the run's own ``train.max_steps`` (None: none),
-    below which it never stops later.
+    below which it never stops later.  In the run's last phase its end may also move once
+    (:func:`resnetlab.engine.replan.reaim`, ``train.budget_end``), to ``cap`` steps at most
+    (the epochs asked for; None: no later than planned).
     """
 
     budget_s: float
@@ -79,6 +81,7 @@ class Deadline:
     final_images: int
     max_steps: int | None = None
     frozen_step_s: tuple[tuple[int | None, float], ...] = ()
+    cap: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ class RunPlan:
         decides): ``train.steps`` and the epochs that hold them.  ``warmup_steps`` fixes the
         warm-up in steps (as ``schedule.warmup_epochs``), so that it no longer depends on the
         length; ``check``: the run's re-plan, if one is to come."""
-        train = dataclasses.replace(self.config.train, steps=steps,
+        train = dataclasses.replace(self.config.train, steps=steps, budget_stop=None, budget_end=None,
                                     epochs=-(-steps // self.steps_per_epoch))
         schedule = self.config.schedule
         if warmup_steps is not None:
@@ -128,6 +131,25 @@ class RunPlan:
         recipe's ``default`` (the data's own when the budget cuts the run short)."""
         train = dataclasses.replace(self.config.train, late_freeze=late_freeze)
         return dataclasses.replace(self, config=copy.deepcopy(dataclasses.replace(self.config, train=train)))
+
+    @property
+    def end_step(self) -> int:
+        """Where the schedule ends: ``schedule_steps``, or where a time budget moved the end
+        (``train.budget_end``)."""
+        moved = self.config.train.budget_end
+        return moved[1] if moved is not None else self.schedule_steps
+
+    def with_end(self, at: int, end: int) -> RunPlan:
+        """This plan with its end moved to step ``end`` from step ``at`` on
+        (``train.budget_end``: the rest of the schedule stretched or squeezed to end there,
+        :func:`~resnetlab.engine.schedules.stretch`) and the epochs that hold it: what a time
+        budget decides from the run's own rate in its last phase."""
+        epochs = max(self.config.train.epochs, -(-end // self.steps_per_epoch))
+        train = dataclasses.replace(self.config.train, budget_end=(at, end), budget_stop=None,
+                                    epochs=epochs)
+        config = copy.deepcopy(dataclasses.replace(self.config, train=train))
+        return dataclasses.replace(self, config=config,
+                                   total_steps=stop_step(train, self.schedule_steps))
 
     def with_stop(self, stop: int | None) -> RunPlan:
         """This plan stopping at step ``stop`` (``train.budget_stop``; None: where it planned
@@ -194,9 +216,11 @@ def late_freeze_problem(model: nn.Module) -> str | None:
 
 
 def stop_step(tc: TrainConfig, schedule: int) -> int:
-    """Where training stops in a schedule of ``schedule`` steps: its end, or sooner at
-    ``train.max_steps`` (smoke tests) or ``train.budget_stop`` (a time budget's deadline)."""
-    return min(schedule, tc.max_steps or schedule, tc.budget_stop or schedule)
+    """Where training stops in a schedule of ``schedule`` steps: its end (or where a time
+    budget moved it, ``train.budget_end``), or sooner at ``train.max_steps`` (smoke tests) or
+    ``train.budget_stop`` (a time budget's deadline)."""
+    end = tc.budget_end[1] if tc.budget_end is not None else schedule
+    return min(end, tc.max_steps or end, tc.budget_stop or end)
 
 
 def steps_per_epoch(loader: Iterable, world_size: int = 1) -> int:
@@ -218,9 +242,14 @@ def steps_per_epoch(loader: Iterable, world_size: int = 1) -> int:
 def planned_steps(tc: TrainConfig, per_epoch: int) -> int:
     """The run's length in steps, where the schedule ends: ``train.steps`` when set (what
     ``--time-budget`` decides), else ``epochs`` x ``per_epoch``."""
-    if tc.steps is None:
-        return tc.epochs * per_epoch
-    if tc.steps > tc.epochs * per_epoch:
+    steps = tc.epochs * per_epoch if tc.steps is None else tc.steps
+    if steps > tc.epochs * per_epoch:
         raise ConfigError(f"--set train.steps={tc.steps} needs --epochs >= "
                           f"{-(-tc.steps // per_epoch)} ({per_epoch} steps per epoch)")
-    return tc.steps
+    if tc.budget_end is not None:
+        at, end = tc.budget_end
+        if at >= steps or end > tc.epochs * per_epoch:
+            raise ConfigError(f"train.budget_end [{at}, {end}] must move the end from a step "
+                              f"before the schedule's end ({steps}) to one inside --epochs "
+                              f"{tc.epochs} ({per_epoch} steps per epoch)")
+    return steps

@@ -13,6 +13,7 @@ import functools
 import itertools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from resnetlab.engine.config import ScheduleConfig
 from resnetlab.utils.errors import ConfigError
 
 __all__ = ["lr_schedule", "warmup_steps", "SCHEDULES", "input_size_schedule", "resize_batch",
-           "late_freeze_schedule", "run_phases"]
+           "late_freeze_schedule", "run_phases", "stretch", "moved_end"]
 
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 
@@ -107,8 +108,8 @@ def _no_resize(step: int) -> None:
     return None
 
 
-def _size_at(step: int, *, sizes: tuple[int, ...], total: int) -> int:
-    return sizes[min(step * len(sizes) // total, len(sizes) - 1)]
+def _size_at(step: float, *, sizes: tuple[int, ...], total: int) -> int:
+    return sizes[min(int(step * len(sizes) // total), len(sizes) - 1)]
 
 
 def late_freeze_schedule(late_freeze: float | None, total_steps: int) -> Callable[[int], bool]:
@@ -139,6 +140,37 @@ def run_phases(sizes: list[int], late_freeze: float | None,
         bounds.add(min(_freeze_step(late_freeze, total), total))
     edges = sorted(bounds)
     return [(a, b, (size_at(a), frozen_at(a))) for a, b in itertools.pairwise(edges) if b > a]
+
+
+def stretch(fn: Callable[[float], Any], total_steps: int, moved: tuple[int, int] | None) -> Callable[[int], Any]:
+    """``fn``, a schedule of a run of ``total_steps``, for a run whose end was moved to
+    ``end`` at step ``at`` (``moved = (at, end)``: ``train.budget_end``): from ``at`` on, the
+    rest of the schedule is stretched (or squeezed) to end at ``end``, so the learning rate
+    still decays to its final value on the last step and the last phase of input size and
+    freeze ends there.  ``fn`` itself without a moved end."""
+    if moved is None:
+        return fn
+    at, end = moved
+    return functools.partial(_stretched, fn=fn, at=at, ratio=(int(total_steps) - at) / (end - at))
+
+
+def _stretched(step: int, *, fn: Callable[[float], Any], at: int, ratio: float) -> Any:
+    return fn(step if step < at else at + (step - at) * ratio)
+
+
+def moved_end(phases: list[tuple[int, int, Any]], total_steps: int,
+              moved: tuple[int, int] | None) -> list[tuple[int, int, Any]]:
+    """``run_phases`` of a run of ``total_steps`` whose end was moved (see :func:`stretch`):
+    each boundary from ``at`` on is the first step whose stretched step reaches it."""
+    if moved is None:
+        return phases
+    at, end = moved
+    scale = (end - at) / (int(total_steps) - at)
+
+    def bound(step: int) -> int:
+        return step if step <= at else min(at + math.ceil((step - at) * scale - 1e-9), end)
+
+    return [(bound(a), bound(b), key) for a, b, key in phases if bound(b) > bound(a)]
 
 
 def resize_batch(x: torch.Tensor, size: int | None) -> torch.Tensor:

@@ -27,7 +27,12 @@ from resnetlab.engine.metrics import StepRecorder, StepStat
 from resnetlab.engine.optim import build_optimizer
 from resnetlab.engine.plan import RunPlan, steps_per_epoch
 from resnetlab.engine.runtime import Runtime, prepare_runtime
-from resnetlab.engine.schedules import input_size_schedule, late_freeze_schedule, lr_schedule
+from resnetlab.engine.schedules import (
+    input_size_schedule,
+    late_freeze_schedule,
+    lr_schedule,
+    stretch,
+)
 from resnetlab.engine.state import TrainProgress
 from resnetlab.engine.task import Task
 from resnetlab.engine.tracker import Tracker
@@ -101,13 +106,10 @@ class TrainSession:
     def adopt(self, plan: RunPlan) -> None:
         """Train to ``plan`` from here on: a time budget's re-plan, which changes only the
         length (the steps trained so far are the same under either plan)."""
-        cfg = plan.config
         self.plan = plan
-        self.lr_fn = lr_schedule(cfg.schedule, cfg.optim.lr, plan.schedule_steps, plan.steps_per_epoch)
-        self.input_size = input_size_schedule(cfg.data.progressive_sizes, plan.schedule_steps)
-        self.late_frozen = late_freeze_schedule(cfg.train.late_freeze, plan.schedule_steps)
+        self.lr_fn, self.input_size, self.late_frozen = step_schedules(plan)
         self.guard.lr_fn = self.lr_fn
-        self.display.set_length(plan.total_steps, cfg.train.epochs)
+        self.display.set_length(plan.total_steps, plan.config.train.epochs)
 
     def phase(self, step: int) -> tuple[int | None, bool]:
         """What a step's cost depends on: its input size, and whether it trains frozen."""
@@ -214,6 +216,16 @@ def _training_net(model: nn.Module, rt: Runtime, compile: bool) -> nn.Module:
     return torch.compile(base) if compile else base
 
 
+def step_schedules(plan: RunPlan) -> tuple[Callable[[int], float], Callable[[int], int | None],
+                                           Callable[[int], bool]]:
+    """The learning rate, input size and late freeze of each step of ``plan``, stretched
+    where a time budget moved the run's end (``train.budget_end``)."""
+    cfg, steps, moved = plan.config, plan.schedule_steps, plan.config.train.budget_end
+    return (stretch(lr_schedule(cfg.schedule, cfg.optim.lr, steps, plan.steps_per_epoch), steps, moved),
+            stretch(input_size_schedule(cfg.data.progressive_sizes, steps), steps, moved),
+            stretch(late_freeze_schedule(cfg.train.late_freeze, steps), steps, moved))
+
+
 def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None,
                  plan: RunPlan, run_dir: Path, *, num_classes: int,
                  progress: bool | None = None, **extra: Any) -> TrainSession:
@@ -227,15 +239,14 @@ def open_session(model: nn.Module, train_loader: Iterable, val_loader: Iterable 
     per_epoch, total = plan.steps_per_epoch, plan.total_steps
     net, eval_base = _placed(model, rt, tc.compile, tc.sync_bn)
     optimizer = build_optimizer(model, cfg.optim, plan.lr_scales)
-    lr_fn = lr_schedule(cfg.schedule, cfg.optim.lr, plan.schedule_steps, per_epoch)
-    input_size = input_size_schedule(cfg.data.progressive_sizes, plan.schedule_steps)
+    lr_fn, input_size, late_frozen = step_schedules(plan)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     return TrainSession(
         plan=plan, run_dir=run_dir, rt=rt, model=model, net=net, eval_base=eval_base,
         train_loader=train_loader, val_loader=val_loader, num_classes=num_classes,
         optimizer=optimizer, lr_fn=lr_fn,
         input_size=input_size,
-        late_frozen=late_freeze_schedule(tc.late_freeze, plan.schedule_steps),
+        late_frozen=late_frozen,
         scaler=scaler, ema=ModelEma(model, tc.ema_decay) if tc.ema_decay else None,
         guard=NonFiniteGuard(model, optimizer, scaler, tc.max_nonfinite_steps, lr_fn),
         # the loop drains every log_every steps and at each epoch end

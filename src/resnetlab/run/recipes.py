@@ -70,6 +70,7 @@ def _one_length(overrides: dict[str, Any]) -> dict[str, Any]:
     else:
         return out
     out.setdefault("train.budget_stop", None)  # and so does where its deadline stopped
+    out.setdefault("train.budget_end", None)  # or moved the end
     return out
 
 
