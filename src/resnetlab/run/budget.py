@@ -78,8 +78,7 @@ def apply_time_budget(plan: RunPlan, model: nn.Module, bundle: Any, *, spent_s: 
     deadline = Deadline(budget_s=budget_s, started=started, size_step_s=cal.size_step_s,
                         frozen_step_s=cal.frozen_step_s,
                         eval_image_s=cal.eval_image_s, val_images=val_images,
-                        final_images=final_images, max_steps=tc.max_steps,
-                        cap=plan.schedule_steps)
+                        final_images=final_images, max_steps=tc.max_steps, cap=plan.schedule_steps)
     planned = dataclasses.replace(plan.with_steps(steps), deadline=deadline)
     check = plan_check(planned, cal, budget_s=budget_s, started=started,
                        val_images=val_images, final_images=final_images,
