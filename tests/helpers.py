@@ -271,3 +271,17 @@ class NaNAfter(nn.Module):
             if self.calls > self.start:
                 out = out * float("nan")
         return out
+
+
+def budget_loader():
+    """512 blobs in batches of 8: 64 steps an epoch (the time-budget tests' data)."""
+    x, y = blobs(512)
+    return SeededLoader(x, y, 8)
+
+
+def budget_plan(cfg: RunConfig):
+    """``cfg`` planned on :func:`budget_loader` for a classification with validation."""
+    from resnetlab.engine.plan import make_plan
+    from resnetlab.engine.task import Classification
+
+    return make_plan(cfg, budget_loader(), task=Classification(NUM_CLASSES), has_val=True)

@@ -15,10 +15,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from helpers import NUM_CLASSES, SeededLoader, blobs, loop_config, small_net
+from helpers import NUM_CLASSES, blobs, budget_loader, budget_plan, loop_config, small_net
 from resnetlab.engine import fit
 from resnetlab.engine.config import RunConfig
-from resnetlab.engine.plan import Deadline, make_plan, planned_steps
+from resnetlab.engine.plan import Deadline, planned_steps
 from resnetlab.engine.replan import REAIM_MARGIN, REAIM_STEPS, RECHECK_TAIL_S, reaim
 from resnetlab.engine.schedules import (
     input_size_schedule,
@@ -27,18 +27,8 @@ from resnetlab.engine.schedules import (
     run_phases,
     stretch,
 )
-from resnetlab.engine.task import Classification
 from resnetlab.run import config_with
 from resnetlab.utils.errors import ConfigError
-
-
-def _loader() -> SeededLoader:
-    x, y = blobs(512)
-    return SeededLoader(x, y, 8)  # 64 steps per epoch
-
-
-def _plan(cfg: RunConfig):
-    return make_plan(cfg, _loader(), task=Classification(NUM_CLASSES), has_val=True)
 
 
 def _deadline(**changes) -> Deadline:
@@ -66,7 +56,7 @@ def test_a_moved_end_keeps_the_steps_before_it_and_stretches_the_rest():
 def _last_phase_plan(**deadline):
     cfg = loop_config(epochs=20)
     cfg.data.progressive_sizes = [4, 6]  # 6 px from step 300 of 600
-    return dataclasses.replace(_plan(cfg).with_steps(600), deadline=_deadline(**deadline))
+    return dataclasses.replace(budget_plan(cfg).with_steps(600), deadline=_deadline(**deadline))
 
 
 def _cost(end, step_s, speed=1.0):  # from step 400: its steps, a validation + checkpoint an epoch
@@ -109,21 +99,21 @@ def test_a_run_whose_end_moved_saves_it_and_reruns_bit_for_bit(tmp_path, monkeyp
     cfg = loop_config(epochs=3)
     cfg.schedule.name = "onecycle"
     hour = _deadline(budget_s=3600.0, started=time.perf_counter(), size_step_s=((None, 0.1),))
-    plan = dataclasses.replace(_plan(cfg).with_steps(120), deadline=hour)
+    plan = dataclasses.replace(budget_plan(cfg).with_steps(120), deadline=hour)
 
     def faster_machine(plan, phase, step_s, now, step, timed):  # move the end at the first look
         return 170 if plan.config.train.budget_end is None else None
 
     monkeypatch.setattr("resnetlab.engine.loop.reaim", faster_machine)
     val = [blobs(64, seed=1)]
-    first = fit(small_net(), _loader(), val, plan, tmp_path / "first", num_classes=NUM_CLASSES,
+    first = fit(small_net(), budget_loader(), val, plan, tmp_path / "first", num_classes=NUM_CLASSES,
                 progress=False)
     assert first.steps == 170 and first.history[-1]["step"] == 170
     assert "120 -> 170 steps" in capsys.readouterr().err
     saved = RunConfig.from_yaml(tmp_path / "first" / "config.yaml")
     at, end = saved.train.budget_end
     assert end == 170 and 0 < at < 120 and saved.train.steps == 120 and saved.train.epochs == 3
-    second = fit(small_net(), _loader(), val, saved, tmp_path / "second", num_classes=NUM_CLASSES,
+    second = fit(small_net(), budget_loader(), val, saved, tmp_path / "second", num_classes=NUM_CLASSES,
                  progress=False)
     assert second.steps == 170
     a, b = (safetensors.torch.load_file(r.last_checkpoint / "model.safetensors") for r in (first, second))

@@ -13,11 +13,11 @@ import time
 import safetensors.torch
 import torch
 
-from helpers import NUM_CLASSES, SeededLoader, blobs, loop_config, small_net
+from helpers import NUM_CLASSES, blobs, budget_loader, budget_plan, loop_config, small_net
 from resnetlab.engine import fit
 from resnetlab.engine.budget import Calibration
 from resnetlab.engine.config import RunConfig
-from resnetlab.engine.plan import BudgetCheck, Deadline, make_plan
+from resnetlab.engine.plan import BudgetCheck, Deadline
 from resnetlab.engine.replan import (
     DEADLINE_EVERY,
     DEADLINE_MARGIN,
@@ -32,17 +32,7 @@ from resnetlab.engine.replan import (
     recheck,
 )
 from resnetlab.engine.schedules import lr_schedule, run_phases
-from resnetlab.engine.task import Classification
 from resnetlab.run import config_with
-
-
-def _loader() -> SeededLoader:
-    x, y = blobs(512)
-    return SeededLoader(x, y, 8)  # 64 steps per epoch
-
-
-def _plan(cfg: RunConfig):
-    return make_plan(cfg, _loader(), task=Classification(NUM_CLASSES), has_val=True)
 
 
 def _check(**changes) -> BudgetCheck:
@@ -70,7 +60,7 @@ def test_steps_cost_counts_the_late_freeze_as_its_own_phase():
 
 
 def test_recheck_fills_what_is_left_of_the_budget_at_the_measured_rate():
-    plan = dataclasses.replace(_plan(loop_config(epochs=100)), budget_check=_check())
+    plan = dataclasses.replace(budget_plan(loop_config(epochs=100)), budget_check=_check())
     steps = recheck(plan, step_s=0.1, now=10.0)
     left = 100 * (1 - RECHECK_MARGIN) - 10 - RECHECK_TAIL_S - 200 * 0.001
 
@@ -90,7 +80,7 @@ def test_recheck_fills_what_is_left_of_the_budget_at_the_measured_rate():
 def test_recheck_scales_every_sample_by_the_runs_own_rate():
     cfg = loop_config(epochs=100)
     cfg.data.progressive_sizes = [4, 6]
-    plan = dataclasses.replace(_plan(cfg), budget_check=_check(size_step_s=((4, 0.05), (6, 0.1))))
+    plan = dataclasses.replace(budget_plan(cfg), budget_check=_check(size_step_s=((4, 0.05), (6, 0.1))))
     # the run trains its first size 2x slower than sampled: the machine is 2x slower now, for
     # the second size and the evaluation too
     slower = dataclasses.replace(plan, budget_check=_check(size_step_s=((4, 0.1), (6, 0.2)),
@@ -103,24 +93,24 @@ def test_the_check_comes_before_the_warm_up_the_first_resize_and_the_first_epoch
     cfg = loop_config(epochs=12)
     cfg.schedule.warmup_frac, cfg.data.progressive_sizes = 0.15, [4, 5, 6]
     cal = Calibration(0.1, 0.001, 10, 1.0, size_step_s=((4, 0.05), (5, 0.07), (6, 0.1)))
-    plan = _plan(cfg).with_steps(700)
+    plan = budget_plan(cfg).with_steps(700)
     check = plan_check(plan, cal, budget_s=300, started=0.0, val_images=100, final_images=200, cap=768)
     warmup = round(0.15 * 700)
     assert check is not None and check.from_step < check.at_step < min(warmup, 700 // 3, 64)
     assert check.at_step - check.from_step >= 20
     cfg.schedule.warmup_frac = 0.0  # no warm-up: the first step's rate depends on the length
-    assert plan_check(_plan(cfg).with_steps(700), cal, budget_s=300, started=0.0,
+    assert plan_check(budget_plan(cfg).with_steps(700), cal, budget_s=300, started=0.0,
                       val_images=100, final_images=200, cap=768) is None
 
 
 def test_a_replanned_run_saves_its_new_length_and_reruns_bit_for_bit(tmp_path, monkeypatch, capsys):
     cfg = loop_config(epochs=3)
     cfg.schedule.name, cfg.schedule.warmup_frac = "onecycle", 0.3
-    plan = _plan(cfg).with_steps(150, warmup_steps=45, check=_check(cap=192))
+    plan = budget_plan(cfg).with_steps(150, warmup_steps=45, check=_check(cap=192))
     monkeypatch.setattr("resnetlab.engine.loop.recheck", lambda plan, step_s, now: 170)
     val = [blobs(64, seed=1)]
     first_model = small_net()
-    first = fit(first_model, _loader(), val, plan, tmp_path / "first", num_classes=NUM_CLASSES,
+    first = fit(first_model, budget_loader(), val, plan, tmp_path / "first", num_classes=NUM_CLASSES,
                 progress=False)
     assert first.steps == 170
     assert "re-planned from this run's steps 10-40" in capsys.readouterr().err
@@ -131,7 +121,7 @@ def test_a_replanned_run_saves_its_new_length_and_reruns_bit_for_bit(tmp_path, m
     before, after = (lr_schedule(saved.schedule, cfg.optim.lr, n, 64) for n in (150, 170))
     assert [before(t) for t in range(41)] == [after(t) for t in range(41)]
 
-    second = fit(small_net(), _loader(), val, saved, tmp_path / "second", num_classes=NUM_CLASSES,
+    second = fit(small_net(), budget_loader(), val, saved, tmp_path / "second", num_classes=NUM_CLASSES,
                  progress=False)
     assert second.steps == 170
     a, b = (safetensors.torch.load_file(r.last_checkpoint / "model.safetensors") for r in (first, second))
@@ -143,8 +133,8 @@ def test_the_real_recheck_runs_inside_fit(tmp_path, capsys):
     cfg = loop_config(epochs=3)
     cfg.schedule.name, cfg.schedule.warmup_frac = "onecycle", 0.3
     check = _check(budget_s=3600.0, started=time.perf_counter(), cap=192)
-    plan = _plan(cfg).with_steps(150, warmup_steps=45, check=check)
-    result = fit(small_net(), _loader(), [blobs(64, seed=1)], plan, tmp_path / "r",
+    plan = budget_plan(cfg).with_steps(150, warmup_steps=45, check=check)
+    result = fit(small_net(), budget_loader(), [blobs(64, seed=1)], plan, tmp_path / "r",
                  num_classes=NUM_CLASSES, progress=False)
     assert result.steps == 192
     assert "150 -> 192 steps" in capsys.readouterr().err
@@ -157,7 +147,7 @@ def _deadline(**changes) -> Deadline:
 
 
 def test_deadline_keeps_a_run_on_pace_and_stops_a_slow_one_where_it_still_fits():
-    plan = dataclasses.replace(_plan(loop_config(epochs=10)).with_steps(600), deadline=_deadline())
+    plan = dataclasses.replace(budget_plan(loop_config(epochs=10)).with_steps(600), deadline=_deadline())
     # 600 steps at 0.1 s: 60 s of steps + 10 validations + the final evaluation fit in 100 s
     assert deadline_stop(plan, (None, False), step_s=0.1, now=5.0, step=50) == 600
     # the machine is 2x slower now: stop at the last step that ends inside the budget
@@ -178,7 +168,7 @@ def test_deadline_scales_every_size_by_the_rate_of_the_one_training_now():
     cfg = loop_config(epochs=10)
     cfg.data.progressive_sizes = [4, 6]
     sampled = _deadline(size_step_s=((4, 0.05), (6, 0.1)))
-    plan = dataclasses.replace(_plan(cfg).with_steps(600), deadline=sampled)
+    plan = dataclasses.replace(budget_plan(cfg).with_steps(600), deadline=sampled)
     # the second size trains 2x slower than sampled: the rest of it, and the evaluation, too
     slow = deadline_stop(plan, (6, False), step_s=0.2, now=40.0, step=350)
     halved = dataclasses.replace(plan, deadline=_deadline(size_step_s=((4, 0.1), (6, 0.2)),
@@ -191,7 +181,7 @@ def test_deadline_counts_frozen_steps_at_their_own_sampled_cost():
     cfg = loop_config(epochs=10)
     cfg.data.progressive_sizes, cfg.train.late_freeze = [4, 6], 0.75
     sampled = _deadline(size_step_s=((4, 0.05), (6, 0.1)), frozen_step_s=((6, 0.05),))
-    plan = dataclasses.replace(_plan(cfg).with_steps(600), deadline=sampled)
+    plan = dataclasses.replace(budget_plan(cfg).with_steps(600), deadline=sampled)
     # at 2x the sample's cost in the unfrozen 6 px phase, steps 350-449 cost 0.2 s and the
     # frozen ones from 450 on 0.1 s
     slow = deadline_stop(plan, (6, False), step_s=0.2, now=60.0, step=350)
@@ -214,7 +204,7 @@ def test_deadline_does_not_judge_a_phase_the_sample_skipped():
     cfg = loop_config(epochs=10)
     cfg.data.progressive_sizes, cfg.train.late_freeze = [4, 6], 0.67
     sampled = _deadline(size_step_s=((4, 0.05),), frozen_step_s=((6, 0.05),))
-    plan = dataclasses.replace(_plan(cfg).with_steps(600), deadline=sampled)
+    plan = dataclasses.replace(budget_plan(cfg).with_steps(600), deadline=sampled)
     assert deadline_stop(plan, (6, False), step_s=0.5, now=60.0, step=305) == 600
     assert deadline_stop(plan, (6, True), step_s=0.5, now=60.0, step=405) < 600  # judged again
 
@@ -222,7 +212,7 @@ def test_deadline_does_not_judge_a_phase_the_sample_skipped():
 def test_a_run_slower_than_its_plan_stops_early_and_reruns_bit_for_bit(tmp_path, monkeypatch, capsys):
     cfg = loop_config(epochs=3)
     cfg.schedule.name = "onecycle"
-    plan = dataclasses.replace(_plan(cfg).with_steps(192), deadline=_deadline())
+    plan = dataclasses.replace(budget_plan(cfg).with_steps(192), deadline=_deadline())
     looks = []
 
     def slow_machine(plan, size, step_s, now, step):  # the deadline: stop at step 150
@@ -231,7 +221,7 @@ def test_a_run_slower_than_its_plan_stops_early_and_reruns_bit_for_bit(tmp_path,
 
     monkeypatch.setattr("resnetlab.engine.loop.deadline_stop", slow_machine)
     val = [blobs(64, seed=1)]
-    first = fit(small_net(), _loader(), val, plan, tmp_path / "first", num_classes=NUM_CLASSES,
+    first = fit(small_net(), budget_loader(), val, plan, tmp_path / "first", num_classes=NUM_CLASSES,
                 progress=False)
     assert first.steps == 150 and first.history[-1]["step"] == 150  # validated where it stopped
     # a window starts DEADLINE_SETTLE steps into an epoch (64 steps), lasts half of what is
@@ -243,7 +233,7 @@ def test_a_run_slower_than_its_plan_stops_early_and_reruns_bit_for_bit(tmp_path,
     assert "stopping at step 150 of 192" in capsys.readouterr().err
     saved = RunConfig.from_yaml(tmp_path / "first" / "config.yaml")
     assert saved.train.budget_stop == 150 and saved.train.steps == 192  # the schedule as planned
-    second = fit(small_net(), _loader(), val, saved, tmp_path / "second", num_classes=NUM_CLASSES,
+    second = fit(small_net(), budget_loader(), val, saved, tmp_path / "second", num_classes=NUM_CLASSES,
                  progress=False)
     assert second.steps == 150
     a, b = (safetensors.torch.load_file(r.last_checkpoint / "model.safetensors") for r in (first, second))
@@ -253,8 +243,8 @@ def test_a_run_slower_than_its_plan_stops_early_and_reruns_bit_for_bit(tmp_path,
 def test_the_real_deadline_keeps_every_step_of_a_run_on_pace(tmp_path, capsys):
     cfg = loop_config(epochs=3)
     hour = _deadline(budget_s=3600.0, started=time.perf_counter())
-    plan = dataclasses.replace(_plan(cfg).with_steps(192), deadline=hour)
-    result = fit(small_net(), _loader(), [blobs(64, seed=1)], plan, tmp_path / "r",
+    plan = dataclasses.replace(budget_plan(cfg).with_steps(192), deadline=hour)
+    result = fit(small_net(), budget_loader(), [blobs(64, seed=1)], plan, tmp_path / "r",
                  num_classes=NUM_CLASSES, progress=False)
     assert result.steps == 192 and "time budget" not in capsys.readouterr().err
     assert RunConfig.from_yaml(tmp_path / "r" / "config.yaml").train.budget_stop is None
@@ -272,10 +262,10 @@ def test_a_length_given_anew_clears_a_deadlines_stop():
 
 
 def test_the_deadline_window_fits_short_epochs_and_phases():
-    long_epochs = dataclasses.replace(_plan(loop_config(epochs=10)), steps_per_epoch=430)
+    long_epochs = dataclasses.replace(budget_plan(loop_config(epochs=10)), steps_per_epoch=430)
     assert deadline_window(long_epochs.with_steps(2000)) == DEADLINE_EVERY
     cfg = loop_config(epochs=10)
     cfg.data.progressive_sizes = [4, 5, 6]
-    assert deadline_window(_plan(cfg).with_steps(90)) == (30 - DEADLINE_SETTLE) // 2  # phases of 30
-    tiny = dataclasses.replace(_plan(loop_config(epochs=10)), steps_per_epoch=12)
+    assert deadline_window(budget_plan(cfg).with_steps(90)) == (30 - DEADLINE_SETTLE) // 2  # phases of 30
+    tiny = dataclasses.replace(budget_plan(loop_config(epochs=10)), steps_per_epoch=12)
     assert deadline_window(tiny.with_steps(120)) == DEADLINE_MIN_WINDOW

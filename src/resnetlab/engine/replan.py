@@ -10,6 +10,7 @@ early enough that nothing trained so far depends on the length.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from resnetlab.engine.plan import BudgetCheck, Deadline, RunPlan, phase_samples
@@ -152,17 +153,11 @@ def deadline_stop(plan: RunPlan, phase: tuple[int | None, bool], step_s: float, 
     if sampled and phase not in sampled:  # a sliver the sample skipped (e.g. 28 px unfrozen
         # before a freeze from 0.67): its rate says nothing of the phases that were timed
         return end
-    seconds, eval_image_s = _scaled_costs(plan, deadline, phase, step_s)
-    left = (deadline.budget_s * (1.0 - DEADLINE_MARGIN) - (now - deadline.started)
-            - RECHECK_TAIL_S - deadline.final_images * eval_image_s)
-    per_epoch = plan.steps_per_epoch
-    per_validation = deadline.val_images * eval_image_s + EPOCH_S
-    validated = (step - 1) // per_epoch  # epochs whose validation is done
+    seconds, left, validations = _room(plan, phase, step_s, now, step, DEADLINE_MARGIN)
     phases = _phases(plan)
 
     def cost(stop: int) -> float:
-        steps = _steps_cost(step, stop, phases, seconds)
-        return steps + (-(-stop // per_epoch) - validated) * per_validation
+        return _steps_cost(step, stop, phases, seconds) + validations(stop)
 
     low, high = step, end  # the stop lies in between
     if cost(high) <= left:
@@ -201,21 +196,36 @@ def reaim(plan: RunPlan, phase: tuple[int | None, bool], step_s: float, now: flo
     if (timed < REAIM_STEPS or step < first or phase != last_phase or deadline.max_steps
             or train.budget_end is not None or train.budget_stop is not None):
         return None
-    sampled = phase_samples(deadline)
-    speed = step_s / sampled[phase] if phase in sampled else 1.0
-    left = (deadline.budget_s * (1.0 - REAIM_MARGIN) - (now - deadline.started) - RECHECK_TAIL_S
-            - deadline.final_images * deadline.eval_image_s * speed)
-    per_validation = deadline.val_images * deadline.eval_image_s * speed + EPOCH_S
-    validated = (step - 1) // plan.steps_per_epoch  # epochs whose validation is done
+    _, left, validations = _room(plan, phase, step_s, now, step, REAIM_MARGIN)
 
-    def cost(end: int) -> float:
-        return (end - step) * step_s + (-(-end // plan.steps_per_epoch) - validated) * per_validation
+    def cost(end: int) -> float:  # the rest of the run: this phase's steps at the run's rate
+        return (end - step) * step_s + validations(end)
 
     end = step + 1
     for end in range(max(deadline.cap or 0, plan.end_step), step, -1):
         if cost(end) <= left:
             break
     return None if end == plan.end_step else end
+
+
+def _room(plan: RunPlan, phase: tuple[int | None, bool], step_s: float, now: float, step: int,
+          margin: float) -> tuple[dict, float, Callable[[int], float]]:
+    """What the rest of a run with a deadline has to fit in, judged at ``now`` after ``step``
+    steps, the latest in ``phase`` at ``step_s`` seconds each: each phase's seconds per step
+    (:func:`_scaled_costs`), the seconds left for training and validating (the budget less
+    ``margin`` of it, the time spent, the final evaluation and ``RECHECK_TAIL_S``), and the
+    seconds of the validation passes and checkpoints from here to a given end."""
+    deadline, per_epoch = plan.deadline, plan.steps_per_epoch
+    seconds, eval_image_s = _scaled_costs(plan, deadline, phase, step_s)
+    left = (deadline.budget_s * (1.0 - margin) - (now - deadline.started)
+            - RECHECK_TAIL_S - deadline.final_images * eval_image_s)
+    per_validation = deadline.val_images * eval_image_s + EPOCH_S
+    validated = (step - 1) // per_epoch  # epochs whose validation is done
+
+    def validations(end: int) -> float:
+        return (-(-end // per_epoch) - validated) * per_validation
+
+    return seconds, left, validations
 
 
 def _scaled_costs(plan: RunPlan, deadline: Deadline | BudgetCheck, phase: tuple[int | None, bool],
